@@ -1,0 +1,3 @@
+"""vaelab: a lab for studying VAEs and a DDPM on MNIST."""
+
+__version__ = "0.1.0"

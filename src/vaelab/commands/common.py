@@ -1,0 +1,45 @@
+"""Argument types and options shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (got {value})")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite real number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be finite (got {text})")
+    return value
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    """--data-dir: a read-only MNIST folder (else VAELAB_DATA, the cache, or a download)."""
+    p.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="folder with the four MNIST IDX files, raw or .gz (read only; default: "
+                        "$VAELAB_DATA, else the cache ~/.cache/vaelab/mnist, filled on first use)")

@@ -1,0 +1,25 @@
+"""One exception type for every user-facing failure: the CLI prints its message and exits."""
+
+
+class VaelabError(Exception):
+    """A problem the user can fix (bad input, missing file, impossible option); no traceback shown."""
+
+    exit_code = 2
+
+
+class DataError(VaelabError):
+    """MNIST files missing, corrupt or unverifiable."""
+
+    exit_code = 3
+
+
+class RunError(VaelabError):
+    """A run folder that is missing, foreign, corrupt or inconsistent with its config."""
+
+    exit_code = 4
+
+
+class TrainingDiverged(VaelabError):
+    """The loss or a gradient became NaN or Inf; the last good checkpoint is kept."""
+
+    exit_code = 5

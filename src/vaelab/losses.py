@@ -1,0 +1,48 @@
+"""The report's loss (section 2.4): BCE summed over pixels + beta * closed-form KL.
+
+Terms are returned per image (summed over pixels or latent dimensions, averaged over the batch),
+so that numbers read as nats per image whatever the batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class ELBOTerms:
+    """Per-image means over the batch: loss = recon + beta * kl; neg_elbo = recon + kl."""
+
+    loss: torch.Tensor
+    recon: torch.Tensor
+    kl: torch.Tensor
+
+    @property
+    def neg_elbo(self) -> torch.Tensor:
+        """-ELBO per image (beta = 1), whatever beta was trained with."""
+        return self.recon + self.kl
+
+
+def bce_per_image(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) for Bernoulli pixels, summed over pixels: (B, ...) -> (B,)."""
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) per latent dimension, closed form: (B, D) -> (B, D)."""
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def kl_per_image(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || p(z)) summed over latent dimensions: (B, D) -> (B,)."""
+    return kl_per_dim(mu, logvar).sum(1)
+
+
+def elbo_terms(logits, x, mu, logvar, beta: float = 1.0) -> ELBOTerms:
+    """The beta-weighted VAE loss and its parts, each a per-image mean over the batch."""
+    recon = bce_per_image(logits, x).mean()
+    kl = kl_per_image(mu, logvar).mean()
+    return ELBOTerms(recon + beta * kl, recon, kl)

@@ -1,0 +1,141 @@
+"""The VAE training loop: one plain loop, top to bottom, with an exact-resume checkpoint per epoch.
+
+Data stay on the device as uint8 and each batch is a slice of a seeded permutation (the order of
+epoch e depends only on (seed, e), so a resumed run sees the same batches). Per-step losses are
+kept in a device tensor and read back every `check_every` steps, not every step: one host sync
+per check instead of one per step, and the first non-finite step is still named exactly.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .config import RunConfig
+from .data import MNIST, to_unit
+from .errors import TrainingDiverged
+from .interrupt import Guard
+from .losses import elbo_terms
+from .models.vae import VAE, build_vae
+from .runs import pick_device
+
+TEST_SEED = 20240601  # fixed binarisation of the test set, so binarised -ELBOs are comparable
+
+
+def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam; fused where PyTorch has a fused kernel for the device (about 4x cheaper a step on CPU)."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # fused unsupported for this device or build
+        return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of epoch `epoch`: a function of (seed, epoch) only."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def test_images(x_u8: torch.Tensor, binarize: bool) -> torch.Tensor:
+    """Test images in [0, 1]; with binarize, one fixed-seed Bernoulli draw (the same for every run)."""
+    x = to_unit(x_u8)
+    if binarize:
+        g = torch.Generator(device=x.device).manual_seed(TEST_SEED)
+        x = torch.bernoulli(x, generator=g)
+    return x
+
+
+@torch.no_grad()
+def elbo_on(model: VAE, x: torch.Tensor, beta: float, batch: int = 1000) -> dict[str, float]:
+    """Per-image loss, -ELBO, reconstruction and KL over `x` (one z sample per image)."""
+    model.eval()
+    sums = torch.zeros(3, device=x.device, dtype=torch.float64)
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        out = model(xb)
+        t = elbo_terms(out.logits, xb, out.mu, out.logvar, beta)
+        sums += torch.stack([t.loss, t.recon, t.kl]).double() * len(xb)
+    loss, recon, kl = (sums / len(x)).tolist()
+    return {"loss": loss, "neg_elbo": recon + kl, "recon": recon, "kl": kl}
+
+
+def restore(run_dir: Path, model: VAE, opt, device: torch.device) -> tuple[int, list, float]:
+    """Load weights, optimizer and RNG states of the last completed epoch: (epoch, history, seconds)."""
+    checkpoint.recover(run_dir)
+    state = checkpoint.load_state(run_dir)
+    model.load_state_dict(checkpoint.load_weights(run_dir / checkpoint.WEIGHTS, model.state_dict()))
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng_cpu"])
+    if device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"], device)
+    return state["epoch"], list(state["history"]), float(state.get("seconds", 0.0))
+
+
+def train_vae(run_dir: Path, cfg: RunConfig, data: MNIST, resume: bool = False,
+              check_every: int = 50, log=lambda m: print(m, file=sys.stderr)) -> list[dict]:
+    """Train (or resume) the VAE of `cfg` into `run_dir`; returns the per-epoch metrics history."""
+    tc = cfg.train
+    device = pick_device(tc.device)
+    torch.manual_seed(tc.seed)
+    model = build_vae(cfg.model.family, cfg.model.arch, cfg.model.latent_dim).to(device)
+    opt = make_optimizer(model, tc.lr)
+    start, history, seconds = restore(run_dir, model, opt, device) if resume else (0, [], 0.0)
+    if start >= tc.epochs:
+        log(f"{run_dir}: already trained for {start} epochs; nothing to do")
+        return history
+    x_train = data.train_x.to(device)  # (N, 1, 28, 28) uint8
+    x_test = test_images(data.test_x.to(device), tc.binarize)
+    n, bs = len(x_train), tc.batch_size
+    steps = (n + bs - 1) // bs
+    sizes = torch.full((steps,), float(bs), device=device)
+    sizes[-1] = n - bs * (steps - 1)
+    with Guard() as guard:
+        for epoch in range(start, tc.epochs):
+            t0 = time.perf_counter()
+            model.train()
+            perm = epoch_order(n, tc.seed, epoch).to(device)
+            per_step = torch.zeros(steps, 3, device=device)  # loss, recon, kl of each step
+            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch",
+                       leave=False, disable=None, file=sys.stderr)
+            for step in bar:
+                x = to_unit(x_train[perm[step * bs:(step + 1) * bs]])  # (B, 1, 28, 28) float in [0, 1]
+                if tc.binarize:
+                    x = torch.bernoulli(x)
+                out = model(x)
+                terms = elbo_terms(out.logits, x, out.mu, out.logvar, tc.beta)
+                opt.zero_grad(set_to_none=True)
+                terms.loss.backward()
+                opt.step()
+                per_step[step] = torch.stack([terms.loss.detach(), terms.recon.detach(), terms.kl.detach()])
+                if (step + 1) % check_every == 0 or step == steps - 1:
+                    seen = per_step[: step + 1, 0]
+                    bad = ~torch.isfinite(seen)
+                    if bad.any():
+                        first = int(bad.nonzero()[0])
+                        raise TrainingDiverged(
+                            f"loss became {seen[first].item()} at epoch {epoch + 1}, step {first + 1}; "
+                            f"training stopped, the checkpoint of epoch {epoch} is kept")
+                    bar.set_postfix(loss=f"{seen[-1].item():.1f}")
+            train = ((per_step * sizes[:, None]).sum(0) / n).tolist()
+            test = elbo_on(model, x_test, tc.beta)
+            seconds += time.perf_counter() - t0
+            record = {"epoch": epoch + 1, "train_loss": train[0], "train_recon": train[1],
+                      "train_kl": train[2], "train_neg_elbo": train[1] + train[2],
+                      **{f"test_{k}": v for k, v in test.items()},
+                      "epoch_seconds": time.perf_counter() - t0, "seconds": seconds}
+            history.append(record)
+            state = {"optimizer": opt.state_dict(), "rng_cpu": torch.get_rng_state(),
+                     "history": history, "seconds": seconds, "finished": epoch + 1 == tc.epochs}
+            if device.type == "cuda":
+                state["rng_cuda"] = torch.cuda.get_rng_state(device)
+            with guard.critical():
+                checkpoint.save(run_dir, model.state_dict(), state, epoch + 1)
+                checkpoint.write_metrics(run_dir, history)
+            log(f"epoch {epoch + 1}/{tc.epochs}  train loss {train[0]:.2f}  test -ELBO "
+                f"{test['neg_elbo']:.2f} (recon {test['recon']:.2f}, KL {test['kl']:.2f})  "
+                f"{record['epoch_seconds']:.1f} s")
+    return history
