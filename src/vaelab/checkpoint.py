@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,9 @@ def load_state(run_dir: Path) -> dict[str, Any]:
     """state.pt, loaded with weights_only=True (no arbitrary unpickling)."""
     path = run_dir / STATE
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning would only add noise
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise RunError(f"{run_dir} has no {STATE}: nothing to resume") from None
     except Exception as e:  # corrupt, truncated or foreign (e.g. a pickle with code in it)

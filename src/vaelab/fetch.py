@@ -69,11 +69,15 @@ def from_mirrors(timeout: float = 15.0, log=print) -> dict[str, bytes] | None:
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
-    """Admits the three globals that rebuild a numpy array; anything else is refused before it runs."""
+    """Admits only the globals that rebuild a numpy array; anything else is refused before it runs.
+
+    `_codecs.encode` is how Python 3 pickles bytes at protocol 2 (it only turns text into bytes;
+    torch's weights_only unpickler admits it too).
+    """
 
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str):
@@ -81,6 +85,10 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refused to load {module}.{name} (only numpy arrays are allowed)")
         if name == "_reconstruct":
             return np.ndarray.__reduce__(np.empty(0))[0]  # numpy's own _reconstruct, whatever its module
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
         return getattr(np, name)
 
 

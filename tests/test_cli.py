@@ -1,0 +1,85 @@
+"""The real `vaelab` command end to end on a tiny MNIST, and one clean message for each bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import write_mnist
+
+
+def vaelab(*args, env_extra=None, cwd=None):
+    env = {**os.environ, "VAELAB_THREADS": "1", **(env_extra or {})}
+    env.pop("VAELAB_DATA", None)
+    return subprocess.run([sys.executable, "-m", "vaelab.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=300)
+
+
+def assert_clean_error(r, code, fragment):
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and fragment in r.stderr, r.stderr
+    assert len([l for l in r.stderr.splitlines() if "error:" in l]) == 1
+
+
+def test_train_figures_resume_end_to_end(tmp_path, tiny_mnist):
+    run = tmp_path / "run"
+    common = ["--data-dir", tiny_mnist]
+    r = vaelab("train", "--model", "conv", "--arch", "16-32-64", "--latent-dim", "2", "--epochs", "1",
+               "--batch-size", "64", "--device", "cpu", "--out", run, *common)
+    assert r.returncode == 0, r.stderr
+    assert {"config.json", "metrics.jsonl", "model.safetensors", "state.pt"} <= {p.name for p in run.iterdir()}
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"]["seed"] == 0 and cfg["meta"]["torch"] and cfg["model"]["arch"] == "16-32-64"
+    r = vaelab("train", "--out", run, "--resume", "--epochs", "2", *common)
+    assert r.returncode == 0, r.stderr
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    r = vaelab("figures", run, *common)
+    assert r.returncode == 0, r.stderr
+    for name in ("samples.png", "reconstructions.png", "latent.png", "manifold.png", "interpolation.png"):
+        assert (run / name).stat().st_size > 1000 and str(run / name) in r.stdout
+
+
+@pytest.mark.parametrize("args, code, fragment", [
+    (["train", "--arch", "1-2-3-4", "--out", "x"], 2, "unknown conv architecture"),
+    (["train", "--beta", "-1", "--out", "x"], 2, "beta must be"),
+    (["train", "--beta", "nan", "--out", "x"], 2, "must be finite"),
+    (["train", "--latent-dim", "0", "--out", "x"], 2, "must be >= 1"),
+    (["train", "--device", "cuda:0", "--out", "x"], 2, "no CUDA GPU"),
+    (["sample", "no/such/run"], 4, "is not a folder"),
+    (["train", "--out", "fresh", "--resume"], 4, "no run to resume"),
+])
+def test_bad_options_give_one_line(tmp_path, tiny_mnist, args, code, fragment):
+    r = vaelab(*args, "--data-dir", tiny_mnist, cwd=tmp_path) if args[0] == "train" else vaelab(*args, cwd=tmp_path)
+    assert_clean_error(r, code, fragment)
+
+
+def test_foreign_and_corrupt_run_folders(tmp_path):
+    (tmp_path / "notrun").mkdir()
+    assert_clean_error(vaelab("sample", tmp_path / "notrun"), 4, "not a vaelab run folder")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text("{oops")
+    assert_clean_error(vaelab("latent", bad), 4, "not valid JSON")
+    (bad / "config.json").write_text(json.dumps({"kind": "vae", "model": {"wings": 2}}))
+    (bad / "model.safetensors").write_bytes(b"junk")
+    assert_clean_error(vaelab("sample", bad), 4, "unknown config key")
+
+
+def test_corrupt_data_is_one_line(tmp_path):
+    folder = write_mnist(tmp_path / "m")
+    blob = (folder / "train-images-idx3-ubyte").read_bytes()
+    (folder / "train-images-idx3-ubyte").write_bytes(blob[:-100])
+    r = vaelab("train", "--epochs", "1", "--out", tmp_path / "r", "--data-dir", folder)
+    assert_clean_error(r, 3, "truncated")
+
+
+def test_data_info_on_tiny_folder_says_not_verified(tiny_mnist):
+    r = vaelab("data", "info", "--data-dir", tiny_mnist)
+    assert r.returncode == 3 and "md5 differs" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_help_explains():
+    r = vaelab("--help")
+    assert r.returncode == 0 and "demo" in r.stdout and "VAELAB_DATA" in r.stdout

@@ -1,0 +1,94 @@
+"""Sweeps: spec checking, safe names, resumable runs, failures isolated, one sweep per folder."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vaelab.errors import VaelabError
+from vaelab.sweep import SweepLock, builtin_specs, configs, load_spec, parse_spec, run_sweep
+
+TINY = """
+name = "tiny"
+[base]
+model.family = "dense"
+model.arch = "16-32"
+train.epochs = 1
+train.batch_size = 64
+train.device = "cpu"
+[grid]
+"model.latent_dim" = [2, 3]
+"""
+
+
+def test_builtin_specs_match_the_report():
+    assert set(builtin_specs()) >= {"dense", "conv", "beta"}
+    dense = configs(load_spec("dense"))
+    assert len(dense) == 18 and {c.model.latent_dim for _, c in dense} == {2, 5, 10, 20, 50, 100}
+    assert {c.model.arch for _, c in configs(load_spec("conv"))} == {"32-64", "16-32-64", "32-64-128"}
+    assert [c.train.beta for _, c in configs(load_spec("beta"))] == [0.2, 0.5, 1.0, 2.0, 5.0]
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("name = [", "not valid TOML"),
+    ("[grid]\n'model.latent_dim' = 3", "non-empty list"),
+    ("[grid]\n'model.latent_dim' = [0]", "latent_dim must be >= 1"),
+    ("[grid]\n'model.colour' = ['red']", "unknown config key"),
+    ("[base]\ntrain.beta = 'high'", "must be a number"),
+    ("[extra]\nx = 1", "unknown section"),
+])
+def test_bad_specs(text, msg):
+    with pytest.raises(VaelabError, match=msg):
+        parse_spec(text)
+
+
+def test_names_stay_inside_the_output_folder():
+    from vaelab.config import RunConfig
+    from vaelab.sweep import run_name
+
+    for hostile in ("../../etc", "/abs/path", "..", "a/b"):
+        name = run_name(RunConfig(), {"train.device": hostile})
+        assert "/" not in name and not name.startswith(".") and ".." not in name.split("_")
+
+
+def file_hashes(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+
+
+def test_sweep_runs_resumes_and_isolates_failures(tmp_path, tiny_mnist, monkeypatch):
+    monkeypatch.setenv("VAELAB_THREADS", "1")
+    spec = parse_spec(TINY + '"train.device" = ["cpu", "cuda:7"]\n')  # the cuda runs fail on this machine
+    out = tmp_path / "sweep"
+    summary = run_sweep(spec, out, jobs=2, data_dir=str(tiny_mnist), evaluate=None, log=lambda m: None)
+    ok = [s["run"] for s in summary if s["status"] == "ok"]
+    failed = [s["run"] for s in summary if s["status"].startswith("failed")]
+    assert len(ok) == 2 and len(failed) == 2
+    assert json.loads((out / "sweep.json").read_text())["runs"] == summary
+    before = {r: file_hashes(out / r) for r in ok}
+    again = run_sweep(spec, out, jobs=1, data_dir=str(tiny_mnist), evaluate=None, log=lambda m: None)
+    assert [s["status"] for s in again if s["run"] in ok] == ["done (earlier)"] * 2
+    assert {r: {k: v for k, v in file_hashes(out / r).items() if k != "log.txt"} for r in ok} == \
+           {r: {k: v for k, v in h.items() if k != "log.txt"} for r, h in before.items()}
+
+
+def test_second_sweep_on_same_folder_is_refused(tmp_path):
+    with SweepLock(tmp_path):
+        with pytest.raises(VaelabError, match="another sweep is running"):
+            with SweepLock(tmp_path):
+                pass
+
+
+def test_cli_list_and_exit_code(tmp_path, tiny_mnist):
+    spec = tmp_path / "s.toml"
+    spec.write_text(TINY)
+    env = {**os.environ, "VAELAB_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "vaelab.cli", "sweep", str(spec), "--list"], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 0 and "dense-16-32_z2_beta1_seed0" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "vaelab.cli", "sweep", str(spec), "--out", str(tmp_path / "o"),
+                        "--no-evaluate", "--set", "train.device=cuda:3", "--data-dir", str(tiny_mnist)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "2 run(s) failed" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,88 @@
+"""Training: loss goes down, same seed same numbers, exact resume, divergence stops cleanly."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from vaelab import checkpoint
+from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.data import load
+from vaelab.errors import RunError, TrainingDiverged
+from vaelab.runs import open_vae, prepare_new, write_config
+from vaelab.train import train_vae
+
+TINY = RunConfig(model=ModelConfig("dense", "32-64", 2), train=TrainConfig(epochs=3, batch_size=64, device="cpu"))
+
+
+def train(run_dir, data, cfg=TINY, resume=False):
+    if not resume:
+        prepare_new(run_dir)
+        write_config(run_dir, cfg)
+    return train_vae(run_dir, cfg, data, resume=resume, check_every=2, log=lambda m: None)
+
+
+def weights(run_dir):
+    return checkpoint.load_weights(run_dir / checkpoint.WEIGHTS)
+
+
+def test_loss_decreases_and_metrics_are_written(tmp_path, tiny_mnist):
+    hist = train(tmp_path / "r", load(tiny_mnist))
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
+    rec = json.loads(lines[-1])
+    assert rec["test_neg_elbo"] == pytest.approx(rec["test_recon"] + rec["test_kl"])
+    assert open_vae(tmp_path / "r", "cpu").cfg == TINY
+
+
+def test_same_seed_same_numbers(tmp_path, tiny_mnist):
+    data = load(tiny_mnist)
+    h1, h2 = train(tmp_path / "a", data), train(tmp_path / "b", data)
+    strip = lambda h: [{k: v for k, v in r.items() if "seconds" not in k} for r in h]  # noqa: E731
+    assert strip(h1) == strip(h2)
+    w1, w2 = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_resume_is_bit_exact(tmp_path, tiny_mnist):
+    data = load(tiny_mnist)
+    full = train(tmp_path / "full", data)
+    part = tmp_path / "part"
+    short = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, epochs=1))
+    train(part, data, short)
+    resumed = train(part, data, TINY, resume=True)
+    assert [r["test_loss"] for r in resumed] == [r["test_loss"] for r in full]
+    w1, w2 = weights(tmp_path / "full"), weights(part)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_nan_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path, tiny_mnist, monkeypatch):
+    data = load(tiny_mnist)
+    run = tmp_path / "r"
+    train(run, data, dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, epochs=1)))
+    before = (run / checkpoint.WEIGHTS).read_bytes()
+    import vaelab.train as T
+
+    calls = {"n": 0}
+    real = T.elbo_terms
+
+    def poisoned(*a, **k):
+        terms = real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third step of epoch 2
+            terms.loss = terms.loss * float("nan")
+        return terms
+
+    monkeypatch.setattr(T, "elbo_terms", poisoned)
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 3"):
+        train(run, data, TINY, resume=True)
+    assert (run / checkpoint.WEIGHTS).read_bytes() == before
+    assert checkpoint.load_state(run)["epoch"] == 1
+
+
+def test_new_run_refuses_existing_folder(tmp_path, tiny_mnist):
+    train(tmp_path / "r", load(tiny_mnist))
+    with pytest.raises(RunError, match="already holds a run"):
+        prepare_new(tmp_path / "r")
