@@ -1,0 +1,166 @@
+"""Fault injection with real processes: SIGKILL at random moments, SIGINT/SIGTERM, disk full, sweeps killed."""
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from vaelab import checkpoint
+
+TRAIN = ["train", "--model", "dense", "--arch", "16-32", "--latent-dim", "2", "--batch-size", "32",
+         "--device", "cpu"]
+
+
+def env():
+    e = {**os.environ, "VAELAB_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    e.pop("VAELAB_DATA", None)
+    return e
+
+
+def start(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "vaelab.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env(), start_new_session=True, **kw)
+
+
+def run(args):
+    p = start(args)
+    out, err = p.communicate(timeout=300)
+    return p.returncode, out, err
+
+
+def final_state(run_dir):
+    """Weights and metrics (without timings) of a finished run."""
+    weights = checkpoint.load_weights(run_dir / checkpoint.WEIGHTS)
+    metrics = [{k: v for k, v in json.loads(l).items() if "seconds" not in k}
+               for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return weights, metrics
+
+
+def same(a, b):
+    (wa, ma), (wb, mb) = a, b
+    return ma == mb and wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def wait_for(path, timeout=60):
+    t0 = time.time()
+    while not path.exists():
+        if time.time() - t0 > timeout:
+            raise TimeoutError(path)
+        time.sleep(0.02)
+
+
+def kill_trials(tmp_path, data, trials, epochs=6, seed=1234):
+    """Kill training at random moments (SIGKILL), resume until done; the result must equal a clean run."""
+    args = [*TRAIN, "--epochs", epochs, "--data-dir", data]
+    code, _, err = run([*args, "--out", tmp_path / "ref"])
+    assert code == 0, err
+    reference = final_state(tmp_path / "ref")
+    rng = random.Random(seed)
+    for trial in range(trials):
+        run_dir = tmp_path / f"t{trial}"
+        p = start([*args, "--out", run_dir])
+        wait_for(run_dir / "config.json")
+        time.sleep(rng.uniform(0.0, 2.5))  # anywhere in training, checkpoint writes included
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        for _ in range(epochs + 1):  # resume (killing again sometimes) until finished
+            resume = [*args, "--out", run_dir, "--resume"] if (run_dir / checkpoint.STATE).exists() \
+                else [*args, "--out", run_dir]
+            if not (run_dir / checkpoint.STATE).exists():
+                for f in run_dir.iterdir():  # killed before the first checkpoint: start again
+                    f.unlink()
+            code, _, err = run(resume)
+            if code == 0:
+                break
+        assert code == 0, err
+        assert same(final_state(run_dir), reference), f"trial {trial} differs from the uninterrupted run"
+        assert not list(run_dir.glob("*.next"))
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_mnist):
+    kill_trials(tmp_path, tiny_mnist, trials=3)
+
+
+@pytest.mark.slow
+def test_sigkill_twenty_trials(tmp_path, tiny_mnist):
+    kill_trials(tmp_path, tiny_mnist, trials=20, seed=99)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_sigterm_keep_last_epoch(tmp_path, tiny_mnist, sig, code):
+    run_dir = tmp_path / "r"
+    p = start([*TRAIN, "--epochs", 200, "--out", run_dir, "--data-dir", tiny_mnist])
+    wait_for(run_dir / "metrics.jsonl")
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == code, err
+    assert "Traceback" not in err and "interrupted" in err
+    epoch = checkpoint.load_state(run_dir)["epoch"]
+    assert epoch >= 1 and len((run_dir / "metrics.jsonl").read_text().splitlines()) == epoch
+    rc, _, err = run([*TRAIN[:1], "--out", run_dir, "--resume", "--epochs", epoch + 1, "--data-dir", tiny_mnist])
+    assert rc == 0, err
+
+
+def test_disk_full_keeps_previous_checkpoint(tmp_path, tiny_mnist, monkeypatch):
+    from vaelab.config import ModelConfig, RunConfig, TrainConfig
+    from vaelab.data import load
+    from vaelab.runs import prepare_new, write_config
+    from vaelab.train import train_vae
+
+    cfg = RunConfig(model=ModelConfig("dense", "16-32", 2), train=TrainConfig(epochs=2, batch_size=64, device="cpu"))
+    run_dir = tmp_path / "r"
+    prepare_new(run_dir)
+    write_config(run_dir, cfg)
+    one = RunConfig(model=cfg.model, train=TrainConfig(epochs=1, batch_size=64, device="cpu"))
+    train_vae(run_dir, one, load(tiny_mnist), log=lambda m: None)
+    good = (run_dir / checkpoint.WEIGHTS).read_bytes(), (run_dir / checkpoint.STATE).read_bytes()
+
+    def full_disk(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train_vae(run_dir, cfg, load(tiny_mnist), resume=True, log=lambda m: None)
+    monkeypatch.undo()
+    checkpoint.recover(run_dir)
+    assert ((run_dir / checkpoint.WEIGHTS).read_bytes(), (run_dir / checkpoint.STATE).read_bytes()) == good
+    assert checkpoint.load_state(run_dir)["epoch"] == 1
+
+
+def digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != "log.txt"}
+
+
+def test_sweep_killed_then_rerun_finishes_only_the_rest(tmp_path, tiny_mnist):
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "k"\n[base]\nmodel.family = "dense"\nmodel.arch = "16-32"\ntrain.epochs = 2\n'
+                    'train.batch_size = 32\ntrain.device = "cpu"\n[grid]\n"model.latent_dim" = [1, 2, 3, 4]\n')
+    out = tmp_path / "sweep"
+    args = ["sweep", spec, "--out", out, "--no-evaluate", "--data-dir", tiny_mnist]
+    p = start(args)
+    first = out / "dense-16-32_z1_beta1_seed0"
+    t0 = time.time()
+    while not (first / "metrics.jsonl").exists() or len((first / "metrics.jsonl").read_text().splitlines()) < 2:
+        assert time.time() - t0 < 120
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(p.pid, signal.SIGKILL)  # the sweep and its worker die together
+    p.wait()
+    done_before = {d.name: digest(d) for d in out.iterdir() if d.is_dir()
+                   and (d / "metrics.jsonl").exists() and len((d / "metrics.jsonl").read_text().splitlines()) == 2}
+    assert done_before  # at least the first run had finished
+    code, stdout, err = run(args)
+    assert code == 0, err
+    assert stdout.count("done (earlier)") >= len(done_before) and "4 of 4 runs done" in stdout
+    for name, hashes in done_before.items():
+        assert digest(out / name) == hashes, f"{name} was touched by the rerun"
