@@ -75,6 +75,34 @@ def restore(run_dir: Path, model: VAE, opt, device: torch.device) -> tuple[int, 
     return state["epoch"], list(state["history"]), float(state.get("seconds", 0.0))
 
 
+def train_epoch(model: VAE, opt, x_train: torch.Tensor, perm: torch.Tensor, tc, steps_iter,
+                check_every: int = 50, epoch: int = 0) -> torch.Tensor:
+    """One pass over x_train (uint8, on the device) in the order `perm`: (steps, 3) loss, recon, kl."""
+    bs = tc.batch_size
+    per_step = torch.zeros(len(steps_iter), 3, device=x_train.device)
+    for step in steps_iter:
+        x = to_unit(x_train[perm[step * bs:(step + 1) * bs]])  # (B, 1, 28, 28) float in [0, 1]
+        if tc.binarize:
+            x = torch.bernoulli(x)
+        out = model(x)
+        terms = elbo_terms(out.logits, x, out.mu, out.logvar, tc.beta)
+        opt.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        opt.step()
+        per_step[step] = torch.stack([terms.loss.detach(), terms.recon.detach(), terms.kl.detach()])
+        if (step + 1) % check_every == 0 or step == len(steps_iter) - 1:
+            seen = per_step[: step + 1, 0]
+            bad = ~torch.isfinite(seen)
+            if bad.any():
+                first = int(bad.nonzero()[0])
+                raise TrainingDiverged(
+                    f"loss became {seen[first].item()} at epoch {epoch + 1}, step {first + 1}; "
+                    f"training stopped, the checkpoint of epoch {epoch} is kept")
+            if hasattr(steps_iter, "set_postfix"):
+                steps_iter.set_postfix(loss=f"{seen[-1].item():.1f}")
+    return per_step
+
+
 def train_vae(run_dir: Path, cfg: RunConfig, data: MNIST, resume: bool = False,
               check_every: int = 50, log=lambda m: print(m, file=sys.stderr)) -> list[dict]:
     """Train (or resume) the VAE of `cfg` into `run_dir`; returns the per-epoch metrics history."""
@@ -98,28 +126,9 @@ def train_vae(run_dir: Path, cfg: RunConfig, data: MNIST, resume: bool = False,
             t0 = time.perf_counter()
             model.train()
             perm = epoch_order(n, tc.seed, epoch).to(device)
-            per_step = torch.zeros(steps, 3, device=device)  # loss, recon, kl of each step
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch",
                        leave=False, disable=None, file=sys.stderr)
-            for step in bar:
-                x = to_unit(x_train[perm[step * bs:(step + 1) * bs]])  # (B, 1, 28, 28) float in [0, 1]
-                if tc.binarize:
-                    x = torch.bernoulli(x)
-                out = model(x)
-                terms = elbo_terms(out.logits, x, out.mu, out.logvar, tc.beta)
-                opt.zero_grad(set_to_none=True)
-                terms.loss.backward()
-                opt.step()
-                per_step[step] = torch.stack([terms.loss.detach(), terms.recon.detach(), terms.kl.detach()])
-                if (step + 1) % check_every == 0 or step == steps - 1:
-                    seen = per_step[: step + 1, 0]
-                    bad = ~torch.isfinite(seen)
-                    if bad.any():
-                        first = int(bad.nonzero()[0])
-                        raise TrainingDiverged(
-                            f"loss became {seen[first].item()} at epoch {epoch + 1}, step {first + 1}; "
-                            f"training stopped, the checkpoint of epoch {epoch} is kept")
-                    bar.set_postfix(loss=f"{seen[-1].item():.1f}")
+            per_step = train_epoch(model, opt, x_train, perm, tc, bar, check_every, epoch)
             train = ((per_step * sizes[:, None]).sum(0) / n).tolist()
             test = elbo_on(model, x_test, tc.beta)
             seconds += time.perf_counter() - t0

@@ -170,7 +170,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "reconstructions, latent space, interpolations and summary.json. Running it "
                                    "again continues the same run folder.")
     d.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    d.add_argument("--epochs", type=positive_int, default=4, help="epochs (default 4)")
+    d.add_argument("--epochs", type=positive_int, default=5, help="epochs (default 5)")
     d.add_argument("--seed", type=nonneg_int, default=0, help="seed (default 0)")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda")
     add_data_dir(d)

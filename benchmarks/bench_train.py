@@ -1,0 +1,156 @@
+"""Training throughput: vaelab's trainer against the report's loop, and the achieved share of matmul peak.
+
+The reference is the loop as the report writes it: a DataLoader over a per-sample Dataset that turns
+each uint8 image into a float tensor, `.to(device)` per batch, the default Adam, the sigmoid + BCE
+loss summed over the batch, and `loss.item()` every step. vaelab's side is `train.train_epoch`, the
+exact inner loop of `vaelab train`. Both train the same architecture, side by side in one process;
+each figure is the median of several repetitions.
+
+Usage: python benchmarks/bench_train.py [--steps 60] [--repeats 5] [--threads N] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from vaelab.config import TrainConfig
+from vaelab.models.vae import build_vae
+from vaelab.train import make_optimizer, train_epoch
+
+MODELS = {"dense 256-512 z5": ("dense", "256-512", 5), "conv 32-64-128 z10": ("conv", "32-64-128", 10)}
+
+
+class PerSample(Dataset):
+    """What torchvision's MNIST + ToTensor does: one uint8 image -> one float tensor, per sample."""
+
+    def __init__(self, x_u8, y):
+        self.x, self.y = x_u8, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i].float().div(255.0), self.y[i]
+
+
+def report_loop(model, x_u8, y, bs, steps, device):
+    """The report's train_vae inner loop for `steps` batches; returns seconds."""
+    loader = DataLoader(PerSample(x_u8, y), batch_size=bs, shuffle=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    t0 = time.perf_counter()
+    total = 0.0
+    for i, (x, _) in enumerate(loader):
+        if i == steps:
+            break
+        x = x.to(device)
+        opt.zero_grad()
+        out = model(x)
+        recon = F.binary_cross_entropy(out.x_hat, x, reduction="sum")
+        kl = -0.5 * torch.sum(1 + out.logvar - out.mu.pow(2) - out.logvar.exp())
+        loss = recon + kl
+        loss.backward()
+        opt.step()
+        total += loss.item()
+    return time.perf_counter() - t0
+
+
+def vaelab_loop(model, x_u8, bs, steps, device):
+    """vaelab's inner loop (train.train_epoch) over `steps` batches; returns seconds."""
+    opt = make_optimizer(model, 1e-3)
+    tc = TrainConfig(batch_size=bs)
+    x_dev = x_u8[: steps * bs].to(device)
+    perm = torch.randperm(len(x_dev)).to(device)
+    model.train()
+    t0 = time.perf_counter()
+    per_step = train_epoch(model, opt, x_dev, perm, tc, range(steps))
+    float(per_step[-1, 0])  # wait for the device
+    return time.perf_counter() - t0
+
+
+def step_flops(family, arch, latent, bs) -> int:
+    """FLOPs of one training step (forward + backward), counted by PyTorch's FlopCounterMode."""
+    model = build_vae(family, arch, latent)
+    x = torch.rand(bs, 1, 28, 28)
+    with FlopCounterMode(display=False) as counter:
+        out = model(x)
+        loss = F.binary_cross_entropy_with_logits(out.logits, x, reduction="sum") + out.mu.sum()
+        loss.backward()
+    return counter.get_total_flops()
+
+
+def matmul_peak(repeats=5, n=2048) -> float:
+    """Measured float32 matrix-multiply rate (FLOP/s), the best of several n x n products."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b)
+        best = max(best, 4 * 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+def median_rate(fn, repeats, images):
+    """Median images per second of `repeats` calls of fn (which returns seconds)."""
+    fn()  # warm-up (allocator, kernels, Adam state)
+    return statistics.median(images / fn() for _ in range(repeats))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    n = args.steps * 512
+    x_u8 = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8)
+    y = torch.randint(0, 10, (n,))
+    peak = matmul_peak()
+    rows = []
+    for label, (family, arch, latent) in MODELS.items():
+        for bs, compare in ((128, True), (512, False)):
+            model = build_vae(family, arch, latent)
+            ours = median_rate(lambda: vaelab_loop(model, x_u8, bs, args.steps, device), args.repeats, bs * args.steps)
+            ref = median_rate(lambda: report_loop(model, x_u8, y, bs, args.steps, device), args.repeats,
+                              bs * args.steps) if compare else None
+            flops = step_flops(family, arch, latent, bs)
+            achieved = flops * ours / bs
+            rows.append({"model": label, "batch": bs, "vaelab_img_s": round(ours), "report_img_s": ref and round(ref),
+                         "speedup": ref and round(ours / ref, 2), "gflop_per_step": round(flops / 1e9, 3),
+                         "achieved_gflops": round(achieved / 1e9, 1), "peak_gflops": round(peak / 1e9, 1),
+                         "fraction_of_peak": round(achieved / peak, 3)})
+            print(rows[-1], file=sys.stderr)
+    meta = {"threads": torch.get_num_threads(), "torch": torch.__version__, "steps": args.steps,
+            "repeats": args.repeats, "device": str(device)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    lines = ["| model | batch | vaelab img/s | report loop img/s | speed-up | GFLOP/step | achieved GFLOP/s "
+             "| matmul peak GFLOP/s | share of peak |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['batch']} | {r['vaelab_img_s']} | {r['report_img_s'] or '-'} | "
+                     f"{r['speedup'] or '-'} | {r['gflop_per_step']} | {r['achieved_gflops']} | "
+                     f"{r['peak_gflops']} | {r['fraction_of_peak']:.0%} |")
+    (out / "train.md").write_text(f"{meta}\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
