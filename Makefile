@@ -10,9 +10,11 @@ demo: setup
 	$(VENV)/bin/vaelab demo
 
 test: setup
+	@./scripts/ensure_chromium.sh
 	$(VENV)/bin/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
 test-all: setup
+	@./scripts/ensure_chromium.sh
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

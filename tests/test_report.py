@@ -1,0 +1,83 @@
+"""The reproduction report: verdicts from known numbers, and the HTML checked in a real headless browser."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vaelab import report, studies
+
+# Made-up results with a known answer: in the dense study 512-1024/latent 20 has the lowest -ELBO
+def fake_run(folder: Path, family, arch, latent, beta, seed, neg_elbo, fd):
+    run = folder / f"{family}-{arch}_z{latent}_beta{beta:g}_seed{seed}"
+    run.mkdir(parents=True)
+    run.joinpath("config.json").write_text(json.dumps(
+        {"kind": "vae", "model": {"family": family, "arch": arch, "latent_dim": latent},
+         "train": {"epochs": 2, "beta": beta, "seed": seed}}))
+    run.joinpath("metrics.jsonl").write_text(json.dumps(
+        {"epoch": 2, "seconds": 10.0, "test_neg_elbo": neg_elbo, "test_recon": neg_elbo - 20, "test_kl": 20.0}) + "\n")
+    run.joinpath("metrics.json").write_text(json.dumps(
+        {"likelihood": {"neg_elbo": neg_elbo, "recon": neg_elbo - 25 * beta ** -0.5, "kl": 25 * beta ** -0.5,
+                        "active_units": min(latent, 8)},
+         "sample_quality": {"fd_lenet": fd, "precision": 0.8, "recall": 0.5},
+         "latent": {"knn_accuracy": 0.9}}))
+
+
+def make_reproduction(out: Path):
+    for arch, base in (("128-256", 110.0), ("256-512", 105.0), ("512-1024", 104.0)):
+        for latent in (2, 5, 20):
+            for seed in (0, 1):
+                nelbo = base - {2: 0, 5: 8, 20: 10}[latent] + 0.1 * seed
+                fake_run(out / "dense", "dense", arch, latent, 1.0, seed, nelbo, fd=nelbo / 10)
+    for beta in (0.2, 1.0, 5.0):
+        fake_run(out / "beta", "conv", "32-64-128", 10, beta, 0, 100 + abs(beta - 1) * 3, fd=5 + abs(beta - 1))
+
+
+def test_verdicts_from_known_numbers(tmp_path):
+    make_reproduction(tmp_path)
+    dense = studies.collect(tmp_path / "dense")
+    assert len(dense) == 9 and all(len(r.runs) == 2 for r in dense)
+    top = studies.best(dense, "neg_elbo")
+    assert (top.arch, top.latent) == ("512-1024", 20)
+    assert top.spread("neg_elbo") == pytest.approx(0.0707, abs=1e-3)
+    eco = studies.economical(dense)  # best 94.05; within 2% (<= 95.93): 512-1024 z20 and 256-512 z20 (95.05)
+    assert (eco.arch, eco.latent) == ("256-512", 20)
+    v = studies.verdict("dense", dense)
+    assert "512-1024, latent 20" in v and "report's choice, dense 256-512, latent 5" in v
+    b = studies.verdict("beta", studies.collect(tmp_path / "beta"))
+    assert "agree with" in b  # beta 1 has the best -ELBO by construction
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no Chromium here (make test installs Debian's chromium where it can)")
+
+
+def test_html_report_in_headless_browser(tmp_path):
+    make_reproduction(tmp_path)
+    md, page = report.build(tmp_path, data=None, profile_note="Test data.")
+    text = md.read_text()
+    assert "## Dense VAEs" in text and "| dense 512-1024 | 20 |" in text and "![" in text
+    html_text = page.read_text()
+    assert "src='data:image/png;base64," in html_text and "src='figures" not in html_text  # self-contained
+    browser = chromium()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+             "--virtual-time-budget=5000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-images="(\d+)/(\d+)"', dom.stdout)
+    assert found, dom.stderr[-2000:]
+    ok, total = map(int, found.groups())
+    assert total >= 3 and ok == total, f"{total - ok} image(s) failed to load"
+    console_errors = [l for l in dom.stderr.splitlines() if "CONSOLE" in l and ("error" in l.lower())]
+    assert not console_errors, console_errors
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,1800", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000
