@@ -1,0 +1,200 @@
+"""Likelihood, IWAE, latent probes and the evaluate/compare commands, on tiny models and synthetic data."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaelab import cli, evaluate
+from vaelab.classifier import LeNet, ReferenceClassifier
+from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.data import MNIST, to_unit
+from vaelab.errors import RunError
+from vaelab.models.vae import build_vae
+from vaelab.runs import prepare_new, write_config
+from vaelab.train import train_vae
+
+torch.set_num_threads(1)
+TINY = evaluate.Settings(test_images=100, iwae_k=5, iwae_images=20, n_samples=64, n_ref=64, probe_train=200)
+REAL_MNIST = os.environ.get("VAELAB_DATA") or "/work/shared/data/mnist"
+
+
+def synthetic_mnist(n_train=256, n_test=128, seed=0) -> MNIST:
+    """Class-dependent images: digit c lights up row band c, plus noise (so probes have something to find)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        y = torch.randint(0, 10, (n,), generator=g)
+        x = torch.rand(n, 1, 28, 28, generator=g) * 0.3
+        for c in range(10):
+            x[y == c, :, 2 * c + 4:2 * c + 7, 4:24] += 0.7
+        return (x.clamp(0, 1) * 255).to(torch.uint8), y
+
+    (trx, tr_y), (tex, te_y) = make(n_train), make(n_test)
+    return MNIST(trx, tr_y, tex, te_y, source=Path("synthetic"))
+
+
+def tiny_classifier():
+    torch.manual_seed(0)
+    return ReferenceClassifier(LeNet(4, 8, 16).eval(), "tiny-random", {}, None)
+
+
+def tiny_vae(latent=3, seed=0):
+    torch.manual_seed(seed)
+    return build_vae("dense", "16-32", latent).eval()
+
+
+def make_run(folder: Path, mnist: MNIST, binarize=False) -> Path:
+    cfg = RunConfig(model=ModelConfig("dense", "16-32", 3),
+                    train=TrainConfig(epochs=1, batch_size=64, binarize=binarize, device="cpu")).validate()
+    prepare_new(folder)
+    write_config(folder, cfg)
+    train_vae(folder, cfg, mnist, log=lambda m: None)
+    return folder
+
+
+# ---------------------------------------------------------------- likelihood and IWAE
+def test_likelihood_parts_add_up_and_kl_per_dim_sums_to_kl():
+    x = to_unit(synthetic_mnist().test_x)
+    out, mu, neg_elbo = evaluate.likelihood(tiny_vae(), x)
+    assert out["neg_elbo"] == pytest.approx(out["recon"] + out["kl"])
+    assert sum(out["kl_per_dim"]) == pytest.approx(out["kl"])
+    assert mu.shape == (len(x), 3) and neg_elbo.shape == (len(x),)
+    assert float(neg_elbo.mean()) == pytest.approx(out["neg_elbo"])
+
+
+def test_active_units_count_dimensions_whose_mean_varies():
+    model = tiny_vae(latent=5)
+    with torch.no_grad():
+        model.encoder.fc_mu.weight[:2] = 0  # mu_0 and mu_1 are constant over the data: inactive
+        model.encoder.fc_mu.weight[2:] *= 20  # the others vary well above the 0.01 threshold
+    out, _, _ = evaluate.likelihood(model, to_unit(synthetic_mnist().test_x))
+    assert out["active_units"] == 3
+    assert out["mu_variance"][0] == pytest.approx(0, abs=1e-12)
+
+
+def test_iwae_rises_with_k_and_lies_above_the_elbo():
+    model = tiny_vae()
+    with torch.no_grad():
+        model.decoder.fc_layers[0].weight *= 10  # p(x|z) depends strongly on z: the gaps are tens of nats
+    x = to_unit(synthetic_mnist().test_x[:64])
+    _, _, neg_elbo = evaluate.likelihood(model, x)
+    bounds = [float(evaluate.iwae_log_px(model, x, k, seed=1).mean()) for k in (1, 10, 100)]
+    assert bounds[0] + 5 < bounds[1] < bounds[2] - 1
+    assert bounds[1] > -float(neg_elbo.mean()) + 5
+
+
+def test_iwae_with_one_sample_estimates_the_elbo():
+    # k = 1: log w = log p(x|z) + log p(z) - log q(z|x), an unbiased estimate of the closed-form-KL ELBO
+    model, x = tiny_vae(), to_unit(synthetic_mnist().test_x)
+    _, _, neg_elbo = evaluate.likelihood(model, x)
+    assert float(evaluate.iwae_log_px(model, x, 1, seed=2).mean()) == pytest.approx(-float(neg_elbo.mean()), rel=0.005)
+
+
+def test_iwae_normalisation_is_exact_when_weights_are_constant():
+    # q = p and a decoder that ignores z: every importance weight is p(x), so log-mean-exp must return
+    # exactly log p(x), whatever k and however the samples are chunked
+    model = tiny_vae()
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.zero_()  # mu = 0, logvar = 0
+        model.decoder.fc_out.weight.zero_()
+    x = to_unit(synthetic_mnist().test_x[:7])
+    exact = -torch.nn.functional.binary_cross_entropy_with_logits(
+        model.decoder.fc_out.bias.view(1, 1, 28, 28).expand_as(x), x, reduction="none").flatten(1).sum(1)
+    for k, max_decodes in [(1, 4096), (13, 5), (50, 64)]:
+        got = evaluate.iwae_log_px(model, x, k, max_decodes=max_decodes)
+        assert torch.allclose(got, exact.double(), atol=1e-4), (k, max_decodes)
+
+
+# ---------------------------------------------------------------- latent probes
+def test_knn_and_linear_probe_on_separable_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(10, 4, generator=g) * 10
+    y_train, y_test = torch.arange(10).repeat(30), torch.arange(10).repeat(5)
+    f_train = centres[y_train] + torch.randn(300, 4, generator=g) * 0.1
+    f_test = centres[y_test] + torch.randn(50, 4, generator=g) * 0.1
+    assert evaluate.knn_accuracy(f_train, y_train, f_test, y_test, k=5, block=7) == 1.0
+    assert evaluate.linear_probe(f_train, y_train, f_test, y_test) == 1.0
+    assert evaluate.silhouette(f_test, y_test) > 0.9
+
+
+def test_knn_matches_sklearn_with_k1():
+    from sklearn.neighbors import KNeighborsClassifier
+
+    g = torch.Generator().manual_seed(1)
+    f_train, f_test = torch.randn(200, 3, generator=g), torch.randn(60, 3, generator=g)
+    y_train, y_test = torch.randint(0, 10, (200,), generator=g), torch.randint(0, 10, (60,), generator=g)
+    expected = KNeighborsClassifier(1).fit(f_train.numpy(), y_train.numpy()).score(f_test.numpy(), y_test.numpy())
+    assert evaluate.knn_accuracy(f_train, y_train, f_test, y_test, k=1) == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------- end to end: metrics.json, compare, errors
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    mnist = synthetic_mnist()
+    root = tmp_path_factory.mktemp("runs")
+    runs = [make_run(root / "gray", mnist), make_run(root / "bin", mnist, binarize=True)]
+    metrics = [evaluate.evaluate_path(r, mnist, TINY, "cpu", tiny_classifier()) for r in runs]
+    return runs, metrics
+
+
+def test_metrics_json_records_numbers_with_their_settings(evaluated):
+    (gray, binarized), (m_gray, m_bin) = evaluated
+    saved = json.loads((gray / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(m_gray))
+    assert saved["data_variant"] == "grayscale" and m_bin["data_variant"] == "binarized"
+    assert saved["settings"]["iwae_k"] == 5 and saved["likelihood"]["iwae"]["images"] == 20
+    assert saved["sample_quality"]["n"] == 64 and saved["sample_quality"]["classifier"]["sha256"] == "tiny-random"
+    assert saved["likelihood"]["iwae"]["neg_log_likelihood"] <= saved["likelihood"]["iwae"]["neg_elbo_same_images"] + 1
+    assert {"knn_accuracy", "linear_probe_accuracy", "silhouette"} <= set(saved["latent"])
+    assert set(saved["sample_quality"]["anchors"]) == {"floor", "ceiling"}
+
+
+def test_compare_prints_plain_and_markdown_tables(evaluated, capsys):
+    (gray, binarized), _ = evaluated
+    assert cli.main(["compare", str(gray), str(binarized)]) == 0
+    out = capsys.readouterr()
+    assert "FD-LeNet" in out.out and "gray" in out.out and "bin" in out.out and "FID" not in out.out
+    assert "not comparable" in out.err  # different data variants
+    assert cli.main(["compare", "--markdown", str(gray)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| metric |") and lines[1].startswith("|---|")
+
+
+def test_compare_without_metrics_is_one_line_error(tmp_path, capsys):
+    assert cli.main(["compare", str(tmp_path)]) == RunError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "vaelab evaluate" in err[0]
+
+
+def test_evaluate_refuses_a_folder_that_is_no_run(tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path), "--quick", "--data-dir", str(tmp_path)]) != 0
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_evaluate_help_states_costs(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", "--help"])
+    text = capsys.readouterr().out
+    assert "5000" in text and "hours" in text and "--quick" in text
+
+
+@pytest.mark.slow
+def test_real_cli_quick_evaluation_of_a_trained_vae(tmp_path, capsys):
+    """Train a dense VAE on real MNIST for one epoch, evaluate it with the real (cached) classifier."""
+    from vaelab import data
+
+    if not data.complete(Path(REAL_MNIST)):
+        pytest.skip("real MNIST not available (set VAELAB_DATA)")
+    run = tmp_path / "dense"
+    assert cli.main(["train", "--model", "dense", "--epochs", "1", "--out", str(run), "--data-dir", REAL_MNIST]) == 0
+    assert cli.main(["evaluate", str(run), "--quick", "--data-dir", REAL_MNIST]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    sq = m["sample_quality"]
+    assert sq["anchors"]["floor"]["fd_lenet"] < sq["fd_lenet"] < sq["anchors"]["ceiling"]["fd_lenet"]
+    assert sq["classifier"]["test_accuracy"] >= 0.99
+    assert m["likelihood"]["iwae"]["neg_log_likelihood"] < m["likelihood"]["iwae"]["neg_elbo_same_images"]
+    assert m["latent"]["knn_accuracy"] > 0.5
