@@ -39,6 +39,7 @@ def test_builtin_specs_match_the_report():
     ("[grid]\n'model.colour' = ['red']", "unknown config key"),
     ("[base]\ntrain.beta = 'high'", "must be a number"),
     ("[extra]\nx = 1", "unknown section"),
+    ("[evaluate]\nfast = true", "unknown \\[evaluate\\] option"),
 ])
 def test_bad_specs(text, msg):
     with pytest.raises(VaelabError, match=msg):

@@ -78,7 +78,7 @@ def study_section(study: str, sweep_dir: Path, fig_dir: Path, data) -> dict:
         images.append(("Rate-distortion: one point per beta", rate_distortion(rows, fig_dir / "beta_rate_distortion.png")))
         for r in sorted(rows, key=lambda r: r.beta):
             if data is not None and (r.runs[0] / "model.safetensors").exists():
-                rec, smp = model_figures(r.runs[0], data, with_latent=False)[:2]
+                smp, rec = model_figures(r.runs[0], data, with_latent=False)[:2]
                 images += [(f"beta {r.beta:g}: reconstructions", rec), (f"beta {r.beta:g}: samples", smp)]
     else:
         images.append(("Test -ELBO against latent size",

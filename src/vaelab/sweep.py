@@ -25,6 +25,7 @@ from .config import RunConfig, to_dict, with_overrides
 from .errors import VaelabError
 
 CORE_KEYS = {"model.family", "model.arch", "model.latent_dim", "train.beta", "train.seed"}  # always in the name
+EVALUATE_KEYS = {"quick", "k", "samples", "iwae_images", "probe_train"}
 SHORT = {"train.epochs": "ep", "train.lr": "lr", "train.batch_size": "bs"}
 
 
@@ -72,6 +73,10 @@ def parse_spec(text: str, origin: str = "spec") -> Spec:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise VaelabError(f"{origin}: grid key {key!r} must be a non-empty list")
+    bad_eval = set(raw.get("evaluate", {})) - EVALUATE_KEYS
+    if bad_eval:
+        raise VaelabError(f"{origin}: unknown [evaluate] option(s) {', '.join(sorted(bad_eval))} "
+                          f"(allowed: {', '.join(sorted(EVALUATE_KEYS))})")
     name = raw.get("name", "sweep")
     if not isinstance(name, str):
         raise VaelabError(f"{origin}: name must be a string")
@@ -166,7 +171,7 @@ def worker_commands(run_dir: Path, evaluate: dict | None, data_dir: str | None) 
     cmds = [cli + ["train", "--out", str(run_dir), "--resume", *data]]
     if evaluate is not None:
         flags = ["--quick"] if evaluate.get("quick") else []
-        for key in ("k", "n_samples"):
+        for key in ("k", "samples", "iwae_images", "probe_train"):  # options of `vaelab evaluate`
             if key in evaluate:
                 flags += [f"--{key.replace('_', '-')}", str(evaluate[key])]
         cmds.append(cli + ["evaluate", str(run_dir), *flags, *data])

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "exit code is 1 if any failed. With --jobs N, each process gets cores/N threads.",
         epilog="spec format (TOML):\n  name = \"mine\"\n  [base]\n  model.family = \"conv\"\n  train.epochs = 5\n"
                "  [grid]\n  \"model.latent_dim\" = [2, 10]\n  \"train.seed\" = [0, 1, 2]\n"
-               "  [evaluate]            # options of `vaelab evaluate` (quick, k, n_samples)\n  quick = true")
+               "  [evaluate]            # options of `vaelab evaluate` (quick, k, samples, iwae_images)\n  quick = true")
     p.add_argument("spec", help="a built-in spec name (dense, conv, beta) or a TOML file")
     p.add_argument("--out", default=None, help="folder for the run folders and sweep.json")
     p.add_argument("--jobs", type=positive_int, default=1, help="runs trained at once (default 1)")
