@@ -15,7 +15,14 @@ import traceback
 from . import __version__
 
 # Each module defines register(subparsers); adding a family of commands is one line here.
-COMMAND_MODULES = ["vaelab.commands.data", "vaelab.commands.vae"]
+COMMAND_MODULES = [
+    "vaelab.commands.data",
+    "vaelab.commands.vae",
+    "vaelab.commands.ddpm",
+    "vaelab.commands.sweep",
+    "vaelab.commands.report",
+    "vaelab.commands.evaluate",
+]
 
 EPILOG = """examples:
   vaelab demo                                  train the report's conv VAE briefly, write every figure

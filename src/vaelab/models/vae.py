@@ -130,13 +130,17 @@ class ConvDecoder(nn.Module):
 
 @dataclass
 class VAEOutput:
-    """What a VAE forward returns: reconstruction, its logits, posterior parameters and the sample."""
+    """What a VAE forward returns: Bernoulli logits, posterior parameters and the sample z."""
 
-    x_hat: torch.Tensor
     logits: torch.Tensor
     mu: torch.Tensor
     logvar: torch.Tensor
     z: torch.Tensor
+
+    @property
+    def x_hat(self) -> torch.Tensor:
+        """The reconstruction (pixel means in [0, 1]); computed on demand, the loss needs only logits."""
+        return torch.sigmoid(self.logits)
 
 
 class VAE(nn.Module):
@@ -167,7 +171,7 @@ class VAE(nn.Module):
         mu, logvar = self.encoder(x)
         z = self.reparameterize(mu, logvar)
         logits = self.decoder(z)
-        return VAEOutput(torch.sigmoid(logits), logits, mu, logvar, z)
+        return VAEOutput(logits, mu, logvar, z)
 
 
 # family -> (architecture parser, (latent_dim, sizes) -> (encoder, decoder))

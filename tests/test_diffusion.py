@@ -1,0 +1,146 @@
+"""The noise process and the samplers, against answers known in closed form."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vaelab.diffusion import (SAMPLERS, NoiseSchedule, ddim_step, ddpm_step, full_steps, sample_loop,
+                              spaced_steps)
+from vaelab.errors import VaelabError
+from vaelab.models.unet import UNet
+
+S = NoiseSchedule("linear", 1000, 1e-4, 0.02)
+
+
+def oracle(x0: torch.Tensor, s: NoiseSchedule = S):
+    """An eps-model that knows x0: it returns the exact noise that turns x0 into x_t."""
+    def eps(x_t, t):
+        ab = s.alpha_bar[t].view(-1, 1, 1, 1)
+        return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+    return eps
+
+
+def test_linear_alpha_bar_at_both_ends():
+    assert S.alpha_bar.dtype == torch.float32 and len(S.alpha_bar) == 1000
+    assert S.alpha_bar[0].item() == pytest.approx(1 - 1e-4, abs=1e-7)  # alpha_bar_0 = 1 - beta_0
+    exact = np.prod(1 - np.linspace(1e-4, 0.02, 1000))  # float64 reference, independent of torch
+    assert S.alpha_bar[-1].item() == pytest.approx(exact, rel=1e-6)
+    assert exact == pytest.approx(4.04e-5, rel=1e-2)  # x_{T-1} is pure noise to within 0.6 % of x0
+    assert S.betas[0].item() == pytest.approx(1e-4) and S.betas[-1].item() == pytest.approx(0.02)
+
+
+def test_cosine_schedule_is_a_valid_process():
+    c = NoiseSchedule("cosine", 1000)
+    assert (c.betas > 0).all() and (c.betas <= 0.999).all()
+    assert (c.alpha_bar[1:] < c.alpha_bar[:-1]).all()
+    assert c.alpha_bar[0].item() > 0.9999 and c.alpha_bar[-1].item() < 1e-6
+
+
+def test_bad_schedules_are_refused():
+    for args in [("sigmoid", 1000), ("linear", 1), ("linear", 10, 0.5, 1.5)]:
+        with pytest.raises(VaelabError):
+            NoiseSchedule(*args)
+
+
+def test_q_sample_mean_and_variance():
+    t_val, n = 300, 200_000
+    ab = S.alpha_bar[t_val].item()
+    x0 = torch.full((n, 1, 1, 1), 0.7)
+    eps = torch.randn(n, 1, 1, 1, generator=torch.Generator().manual_seed(0))
+    x_t = S.q_sample(x0, torch.full((n,), t_val), eps)
+    assert x_t.mean().item() == pytest.approx(math.sqrt(ab) * 0.7, abs=4 * math.sqrt((1 - ab) / n))
+    assert x_t.var().item() == pytest.approx(1 - ab, rel=0.01)
+
+
+@settings(max_examples=30, deadline=None)
+@given(t=st.integers(0, 999), seed=st.integers(0, 2**16))
+def test_predict_x0_inverts_q_sample(t, seed):
+    g = torch.Generator().manual_seed(seed)
+    x0, eps = torch.rand(2, 1, 28, 28, generator=g) * 2 - 1, torch.randn(2, 1, 28, 28, generator=g)
+    tt = torch.full((2,), t)
+    tol = 1e-5 / math.sqrt(S.alpha_bar[t].item())  # rounding in x_t is amplified by 1 / sqrt(alpha_bar)
+    torch.testing.assert_close(S.predict_x0(S.q_sample(x0, tt, eps), tt, eps), x0, atol=tol, rtol=0)
+
+
+def test_posterior_is_bayes_rule():
+    """q(x_{t-1} | x_t, x0) from q(x_{t-1} | x0) = N(sqrt(ab') x0, 1 - ab') and q(x_t | x_{t-1}) = N(sqrt(a) x, b)."""
+    x0, x_t = torch.full((1, 1, 1, 1), 0.3), torch.full((1, 1, 1, 1), -0.4)
+    betas = np.linspace(1e-4, 0.02, 1000)  # float64 reference: 1 - alpha_bar_{t-1} cancels badly in float32
+    for t in (1, 10, 500, 999):
+        a, b, ab_prev = 1 - betas[t], betas[t], np.prod(1 - betas[:t])
+        precision = 1 / (1 - ab_prev) + a / b
+        mean = (math.sqrt(ab_prev) * 0.3 / (1 - ab_prev) + math.sqrt(a) * -0.4 / b) / precision
+        m, v = S.posterior(x0, x_t, torch.tensor([t]))
+        assert m.item() == pytest.approx(mean, rel=1e-4) and v.item() == pytest.approx(1 / precision, rel=1e-4)
+
+
+def test_ddpm_mean_is_the_annex_formula():
+    g = torch.Generator().manual_seed(1)
+    x_t, eps = torch.randn(3, 1, 28, 28, generator=g), torch.randn(3, 1, 28, 28, generator=g)
+    t = torch.tensor([5, 400, 999])
+    a, ab, b = (v[t].view(-1, 1, 1, 1) for v in (S.alphas, S.alpha_bar, S.betas))
+    annex = (x_t - b * eps / (1 - ab).sqrt()) / a.sqrt()
+    mean, _ = S.posterior(S.predict_x0(x_t, t, eps), x_t, t)
+    torch.testing.assert_close(mean, annex, atol=1e-4, rtol=1e-4)
+
+
+def test_reverse_step_with_true_noise_recovers_x0_at_t0():
+    x0 = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    x_1 = S.q_sample(x0, torch.zeros(4, dtype=torch.long), torch.randn(4, 1, 28, 28))
+    torch.testing.assert_close(ddpm_step(S, oracle(x0), x_1, 0, -1), x0, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ddim_step(S, oracle(x0), x_1, 0, -1), x0, atol=1e-6, rtol=0)
+
+
+def test_ddim_with_true_noise_jumps_to_x0_from_any_t():
+    x0 = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    x_t = S.q_sample(x0, torch.full((2,), 600), torch.randn(2, 1, 28, 28))
+    torch.testing.assert_close(ddim_step(S, oracle(x0), x_t, 600, -1), x0, atol=1e-4, rtol=0)
+    x_T = torch.randn(2, 1, 28, 28)  # and a whole deterministic chain from noise lands on x0
+    torch.testing.assert_close(sample_loop(S, oracle(x0), x_T, "ddim", steps=10), x0, atol=1e-4, rtol=0)
+
+
+def test_ddim_eta0_is_deterministic_and_ignores_the_generator():
+    torch.manual_seed(0)
+    net = UNet("4-8", 8).eval()
+    x_T = torch.randn(2, 1, 28, 28)
+    runs = [sample_loop(S, net, x_T.clone(), "ddim", steps=5, eta=0.0, generator=torch.Generator().manual_seed(k))
+            for k in (0, 1)]
+    assert torch.equal(runs[0], runs[1])
+    noisy = [sample_loop(S, net, x_T.clone(), "ddim", steps=5, eta=1.0, generator=torch.Generator().manual_seed(k))
+             for k in (0, 1)]
+    assert not torch.equal(noisy[0], noisy[1])
+
+
+def test_ddim_eta1_on_all_steps_is_ancestral_sampling_with_posterior_variance():
+    s, torch_net = NoiseSchedule("linear", 20, 1e-3, 0.2), UNet("4-8", 8).eval()
+    x = y = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for t in range(19, -1, -1):
+            x = ddpm_step(s, torch_net, x, t, t - 1, generator=g1, variance="posterior")
+            y = ddim_step(s, torch_net, y, t, t - 1, eta=1.0, generator=g2)
+    torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+
+
+def test_step_lists():
+    assert full_steps(1000, None) == list(range(999, -1, -1)) and full_steps(1000, 1000)[-1] == 0
+    ts = spaced_steps(1000, 50)
+    assert len(ts) == 50 and ts[0] == 999 and ts[-1] == 0 and all(a > b for a, b in zip(ts, ts[1:]))
+    assert spaced_steps(1000, None) == full_steps(1000, None) and spaced_steps(1000, 1) == [999]
+    for bad in (0, 1001):
+        with pytest.raises(VaelabError):
+            spaced_steps(1000, bad)
+    with pytest.raises(VaelabError, match="ddim"):
+        full_steps(1000, 50)
+
+
+def test_sample_loop_visits_every_step_and_clips():
+    seen = []
+    x = sample_loop(S, lambda x_t, t: torch.zeros_like(x_t), torch.randn(1, 1, 28, 28) * 5, "ddim", 4,
+                    keep=lambda t, x: seen.append(t))
+    assert seen == spaced_steps(1000, 4)[1:] + [-1] and x.abs().max() <= 1
+    assert set(SAMPLERS) == {"ddpm", "ddim"}
