@@ -65,10 +65,10 @@ def report_loop(model, x_u8, y, bs, steps, device):
     return time.perf_counter() - t0
 
 
-def vaelab_loop(model, x_u8, bs, steps, device):
+def vaelab_loop(model, x_u8, bs, steps, device, precision="fp32"):
     """vaelab's inner loop (train.train_epoch) over `steps` batches; returns seconds."""
     opt = make_optimizer(model, 1e-3)
-    tc = TrainConfig(batch_size=bs)
+    tc = TrainConfig(batch_size=bs, precision=precision)
     x_dev = x_u8[: steps * bs].to(device)
     perm = torch.randperm(len(x_dev)).to(device)
     model.train()
@@ -102,10 +102,16 @@ def matmul_peak(repeats=5, n=2048) -> float:
     return best
 
 
-def median_rate(fn, repeats, images):
-    """Median images per second of `repeats` calls of fn (which returns seconds)."""
-    fn()  # warm-up (allocator, kernels, Adam state)
-    return statistics.median(images / fn() for _ in range(repeats))
+def median_rates(fns, repeats, images):
+    """Median images per second of each fn (which returns seconds), the calls interleaved A B A B ...
+    so that a slow patch of a noisy machine hits every contender alike."""
+    for fn in fns:
+        fn()  # warm-up (allocator, kernels, Adam state)
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for t, fn in zip(times, fns):
+            t.append(fn())
+    return [statistics.median(images / s for s in t) for t in times]
 
 
 def main() -> None:
@@ -127,13 +133,16 @@ def main() -> None:
     for label, (family, arch, latent) in MODELS.items():
         for bs, compare in ((128, True), (512, False)):
             model = build_vae(family, arch, latent)
-            ours = median_rate(lambda: vaelab_loop(model, x_u8, bs, args.steps, device), args.repeats, bs * args.steps)
-            ref = median_rate(lambda: report_loop(model, x_u8, y, bs, args.steps, device), args.repeats,
-                              bs * args.steps) if compare else None
+            fns = [lambda: vaelab_loop(model, x_u8, bs, args.steps, device)]
+            if compare:
+                fns += [lambda: report_loop(model, x_u8, y, bs, args.steps, device),
+                        lambda: vaelab_loop(model, x_u8, bs, args.steps, device, "bf16")]
+            ours, ref, bf16 = (median_rates(fns, args.repeats, bs * args.steps) + [None, None])[:3]
             flops = step_flops(family, arch, latent, bs)
             achieved = flops * ours / bs
             rows.append({"model": label, "batch": bs, "vaelab_img_s": round(ours), "report_img_s": ref and round(ref),
-                         "speedup": ref and round(ours / ref, 2), "gflop_per_step": round(flops / 1e9, 3),
+                         "speedup": ref and round(ours / ref, 2), "vaelab_bf16_img_s": bf16 and round(bf16),
+                         "speedup_bf16": ref and round(bf16 / ref, 2), "gflop_per_step": round(flops / 1e9, 3),
                          "achieved_gflops": round(achieved / 1e9, 1), "peak_gflops": round(peak / 1e9, 1),
                          "fraction_of_peak": round(achieved / peak, 3)})
             print(rows[-1], file=sys.stderr)
@@ -142,11 +151,13 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    lines = ["| model | batch | vaelab img/s | report loop img/s | speed-up | GFLOP/step | achieved GFLOP/s "
-             "| matmul peak GFLOP/s | share of peak |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | batch | vaelab img/s | report loop img/s | speed-up | vaelab --precision bf16 img/s | "
+             "speed-up bf16 | GFLOP/step | achieved GFLOP/s (fp32) | matmul peak GFLOP/s (fp32) | share of peak |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['batch']} | {r['vaelab_img_s']} | {r['report_img_s'] or '-'} | "
-                     f"{r['speedup'] or '-'} | {r['gflop_per_step']} | {r['achieved_gflops']} | "
+                     f"{r['speedup'] or '-'} | {r['vaelab_bf16_img_s'] or '-'} | {r['speedup_bf16'] or '-'} | "
+                     f"{r['gflop_per_step']} | {r['achieved_gflops']} | "
                      f"{r['peak_gflops']} | {r['fraction_of_peak']:.0%} |")
     (out / "train.md").write_text(f"{meta}\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))

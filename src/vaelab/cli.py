@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "vaelab.commands.sweep",
     "vaelab.commands.report",
     "vaelab.commands.evaluate",
+    "vaelab.commands.versus",
 ]
 
 EPILOG = """examples:

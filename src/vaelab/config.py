@@ -43,6 +43,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     binarize: bool = False  # dynamic binarisation (Burda et al. 2015): x ~ Bernoulli(intensity) each epoch
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward (weights, loss, Adam stay fp32)
 
     def validate(self) -> None:
         """Raise VaelabError when an option is out of range."""

@@ -265,8 +265,16 @@ def open_and_evaluate_vae(path: Path, mnist: MNIST, s: Settings, device: str = "
     return evaluate_vae(open_vae(path, device), mnist, s, clf)
 
 
-# run kind -> evaluator(path, mnist, settings, device, clf) -> metrics dict; the DDPM adds itself here
-EVALUATORS = {"vae": open_and_evaluate_vae}
+# run kind -> evaluator(path, mnist, settings, device, clf) -> metrics dict
+def open_and_evaluate_ddpm(path: Path, mnist: MNIST, s: Settings, device: str = "auto",
+                           clf: ReferenceClassifier | None = None) -> dict:
+    """Sample quality of a DDPM run (DDIM-50 samples; see versus.evaluate_ddpm)."""
+    from .versus import evaluate_ddpm
+
+    return evaluate_ddpm(path, mnist, s, device, clf)
+
+
+EVALUATORS = {"vae": open_and_evaluate_vae, "ddpm": open_and_evaluate_ddpm}
 
 
 def evaluate_path(path, mnist: MNIST, s: Settings = DEFAULT, device: str = "auto",

@@ -84,8 +84,9 @@ def train_epoch(model: VAE, opt, x_train: torch.Tensor, perm: torch.Tensor, tc, 
         x = to_unit(x_train[perm[step * bs:(step + 1) * bs]])  # (B, 1, 28, 28) float in [0, 1]
         if tc.binarize:
             x = torch.bernoulli(x)
-        out = model(x)
-        terms = elbo_terms(out.logits, x, out.mu, out.logvar, tc.beta)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
+            out = model(x)
+        terms = elbo_terms(out.logits.float(), x, out.mu.float(), out.logvar.float(), tc.beta)
         opt.zero_grad(set_to_none=True)
         terms.loss.backward()
         opt.step()
