@@ -89,15 +89,16 @@ def step_flops(family, arch, latent, bs) -> int:
     return counter.get_total_flops()
 
 
-def matmul_peak(repeats=5, n=2048) -> float:
+def matmul_peak(repeats=5, n=2048, device=torch.device("cpu")) -> float:
     """Measured float32 matrix-multiply rate (FLOP/s), the best of several n x n products."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     torch.mm(a, b)
     best = 0.0
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(4):
-            torch.mm(a, b)
+            c = torch.mm(a, b)
+        float(c[0, 0])  # wait for the device
         best = max(best, 4 * 2 * n ** 3 / (time.perf_counter() - t0))
     return best
 
@@ -120,19 +121,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the GPU script passes cuda)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     torch.manual_seed(0)
     n = args.steps * 512
     x_u8 = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8)
     y = torch.randint(0, 10, (n,))
-    peak = matmul_peak()
+    peak = matmul_peak(device=device)
     rows = []
     for label, (family, arch, latent) in MODELS.items():
         for bs, compare in ((128, True), (512, False)):
-            model = build_vae(family, arch, latent)
+            model = build_vae(family, arch, latent).to(device)
             fns = [lambda: vaelab_loop(model, x_u8, bs, args.steps, device)]
             if compare:
                 fns += [lambda: report_loop(model, x_u8, y, bs, args.steps, device),

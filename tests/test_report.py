@@ -81,3 +81,11 @@ def test_html_report_in_headless_browser(tmp_path):
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,1800", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.stat().st_size > 10_000
+
+
+def test_best_vae_is_the_lowest_fd(tmp_path):
+    from vaelab.commands.report import best_vae
+
+    make_reproduction(tmp_path)
+    best = best_vae(tmp_path)
+    assert best.name == "conv-32-64-128_z10_beta1_seed0" and best.parent.name == "beta"  # fd 5.0, the lowest

@@ -144,6 +144,24 @@ def to_html(sections: list[dict], intro: str, extra_html: str = "") -> str:
     return "".join(parts)
 
 
+def versus_section(folder: Path) -> tuple[list[str], str]:
+    """The VAE-against-DDPM section (from `vaelab versus` output in `folder`), as Markdown lines and HTML."""
+    md, png = folder / "comparison.md", folder / "comparison.png"
+    if not md.is_file():
+        return [], ""
+    text = md.read_text()
+    title = "VAE against DDPM (the report's proposed comparison)"
+    lines = [f"## {title}", "", text, f"![samples side by side]({png.relative_to(folder.parent)})", ""]
+    intro, _, table_md = text.partition("\n\n")
+    rows = [r.strip("|").split("|") for r in table_md.strip().splitlines() if r.startswith("|") and "---" not in r]
+    cells = "".join("<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c.strip())}</{'th' if i == 0 else 'td'}>"
+                                     for c in r) + "</tr>" for i, r in enumerate(rows))
+    page = (f"<h2>{title}</h2><p>{html.escape(intro)}</p><table>{cells}</table>"
+            f"<figure><img src='{data_uri(png)}' alt='VAE and DDPM samples'><figcaption>Samples side by side"
+            "</figcaption></figure>") if png.is_file() else ""
+    return lines, page
+
+
 def build(out: Path, data=None, profile_note: str = "", extra_md: list[str] | None = None,
           extra_html: str = "") -> tuple[Path, Path]:
     """Write REPORT.md and report.html for the study folders found under `out`; return their paths."""
@@ -154,6 +172,8 @@ def build(out: Path, data=None, profile_note: str = "", extra_md: list[str] | No
     intro = (f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {sum(s['runs'] for s in sections)} runs. "
              f"{profile_note} Numbers are per test image; -ELBO, reconstruction and KL in nats; FD-LeNet is the "
              "Frechet distance in the features of vaelab's own MNIST classifier (not FID); ± is the spread over seeds.")
+    versus_md, versus_html = versus_section(out / "ddpm")
+    extra_md, extra_html = (extra_md or []) + versus_md, extra_html + versus_html
     md_path, html_path = out / "REPORT.md", out / "report.html"
     atomic_write_text(md_path, markdown(sections, extra_md or [], out, intro))
     atomic_write_text(html_path, to_html(sections, intro, extra_html))
