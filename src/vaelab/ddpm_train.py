@@ -22,13 +22,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .config import load_json
 from .data import MNIST, to_unit
 from .diffusion import NoiseSchedule
-from .errors import RunError, TrainingDiverged, VaelabError
+from .errors import TrainingDiverged, VaelabError
 from .interrupt import Guard
 from .models.unet import UNet, parse_widths
-from .runs import CONFIG, pick_device, read_kind
+from .runs import pick_device, trained_config
 from .train import epoch_order, make_optimizer
 
 EMA_PREFIX = "ema."
@@ -317,15 +316,7 @@ class DDPMRun:
 def open_ddpm(run_dir, device: str = "auto", ema: bool = True) -> DDPMRun:
     """Open a trained DDPM run: validate config.json, rebuild the UNet, load (EMA or raw) weights."""
     run_dir = Path(run_dir)
-    if read_kind(run_dir) != "ddpm":
-        raise RunError(f"{run_dir} holds a VAE run, not a DDPM")
-    try:
-        cfg = load_json(run_dir / CONFIG, DDPMConfig)
-    except VaelabError as e:
-        raise RunError(str(e)) from None
-    if not (run_dir / checkpoint.WEIGHTS).exists():
-        raise RunError(f"{run_dir} has no trained weights yet ({checkpoint.WEIGHTS} missing)")
-    checkpoint.recover(run_dir)
+    cfg = trained_config(run_dir, "ddpm", DDPMConfig)
     dev = pick_device(device)
     model = build_unet(cfg)
     expected = {**model.state_dict(), **{EMA_PREFIX + k: v for k, v in model.state_dict().items()}}

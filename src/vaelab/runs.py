@@ -83,18 +83,25 @@ class VAERun:
     device: torch.device
 
 
-def open_vae(run_dir, device: str = "auto") -> VAERun:
-    """Open a trained VAE run: validate config.json, rebuild the model, load and check its weights."""
-    run_dir = Path(run_dir)
-    if read_kind(run_dir) != "vae":
-        raise RunError(f"{run_dir} holds a DDPM run, not a VAE")
+def trained_config(run_dir: Path, kind: str, cls: type):
+    """The validated config of a trained run of `kind`, its checkpoint recovered; RunError otherwise."""
+    found = read_kind(run_dir)
+    if found != kind:
+        raise RunError(f"{run_dir} holds a {found.upper()} run, not a {kind.upper()}")
     try:
-        cfg = load_json(run_dir / CONFIG, RunConfig)
+        cfg = load_json(run_dir / CONFIG, cls)
     except VaelabError as e:
         raise RunError(str(e)) from None
     if not (run_dir / checkpoint.WEIGHTS).exists():
         raise RunError(f"{run_dir} has no trained weights yet ({checkpoint.WEIGHTS} missing)")
     checkpoint.recover(run_dir)
+    return cfg
+
+
+def open_vae(run_dir, device: str = "auto") -> VAERun:
+    """Open a trained VAE run: validate config.json, rebuild the model, load and check its weights."""
+    run_dir = Path(run_dir)
+    cfg = trained_config(run_dir, "vae", RunConfig)
     dev = pick_device(device)
     model = build_vae(cfg.model.family, cfg.model.arch, cfg.model.latent_dim)
     model.load_state_dict(checkpoint.load_weights(run_dir / checkpoint.WEIGHTS, model.state_dict()))
