@@ -20,7 +20,9 @@ else
   [ -d "$VENV" ] || "$PY" -m venv "$VENV"
   if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     echo "setup: installing $TORCH_SPEC"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$TORCH_SPEC"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$TORCH_SPEC" 2>&1 \
+      | grep -v "is ignored: it is neither a file nor a directory" || true
+    "$VENV/bin/python" -c "import torch" || { echo "setup: installing $TORCH_SPEC failed" >&2; exit 1; }
   fi
 fi
 echo "setup: installing vaelab and its dependencies into $VENV"
