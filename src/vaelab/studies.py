@@ -131,11 +131,13 @@ def label(r: Row) -> str:
 
 
 def describe_gap(choice: Row, top: Row, name: str, unit: str) -> str:
-    """How far the report's choice is from the best on one metric, with the seed spread where known."""
-    gap = choice.mean(name) - top.mean(name)
+    """'the best', or how far the report's choice is from the best on one metric, with the seed spread."""
+    if choice is top:
+        return "the best"
+    gap = abs(choice.mean(name) - top.mean(name))
     sds = [s for s in (choice.spread(name), top.spread(name)) if s is not None]
     noise = f" (seed spread about {max(sds):.2f})" if sds else " (one seed: no spread measured)"
-    return f"{abs(gap):.2f} {unit} {'worse' if (gap > 0) != (name in HIGHER) else 'better'}{noise}"
+    return f"{gap:.2f} {unit} {'below' if name in HIGHER else 'above'} the best{noise}"
 
 
 def economical(rows: list[Row], name: str = "neg_elbo", tolerance: float = 0.02) -> Row | None:
@@ -162,16 +164,19 @@ def verdict(study: str, rows: list[Row]) -> str:
         trend = ", ".join(f"beta {r.beta:g}: recon {r.mean('recon'):.1f} / KL {r.mean('kl'):.1f}" for r in by_beta)
         lines.append(f"Rate-distortion: {trend}; raising beta trades reconstruction for a smaller KL, as the "
                      "report saw by eye.")
-        lines.append(f"The report's beta = 1 is {describe_gap(choice, top_elbo, 'neg_elbo', 'nats')} than the best "
-                     "-ELBO" + (f" and {describe_gap(choice, top_fd, 'fd_lenet', 'FD')} than the best FD-LeNet."
-                                if top_fd is not None and choice.mean('fd_lenet') is not None else "."))
+        lines.append(f"The report's beta = 1 is {describe_gap(choice, top_elbo, 'neg_elbo', 'nats')} by -ELBO"
+                     + (f" and {describe_gap(choice, top_fd, 'fd_lenet', 'FD')} by FD-LeNet."
+                        if top_fd is not None and choice.mean('fd_lenet') is not None else "."))
         agrees = choice is top_elbo or choice is top_fd
     else:
         eco = economical(rows)
         lines.append(f"Smallest model within 2% of the best -ELBO: {label(eco)} "
                      f"({parameters(eco.family, eco.arch, eco.latent):,} parameters, {eco.mean('neg_elbo'):.2f} nats).")
         lines.append(f"The report's choice, {label(choice)} ({parameters(choice.family, choice.arch, choice.latent):,} "
-                     f"parameters), is {describe_gap(choice, top_elbo, 'neg_elbo', 'nats')} than the best -ELBO.")
+                     f"parameters), is {describe_gap(choice, top_elbo, 'neg_elbo', 'nats')} by -ELBO.")
         agrees = choice in (top_elbo, eco, top_fd)
+        if not agrees and top_elbo.arch == choice.arch:
+            lines.append(f"They agree with the report on the architecture ({choice.family} {choice.arch}) but favour "
+                         f"latent {top_elbo.latent} over {choice.latent}.")
     lines.append("Verdict: the numbers " + ("agree with" if agrees else "do not single out") + " the report's choice.")
     return " ".join(lines)
