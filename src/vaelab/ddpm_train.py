@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from .data import MNIST, to_unit
 from .diffusion import NoiseSchedule
-from .errors import TrainingDiverged, VaelabError
+from .errors import VaelabError
 from .interrupt import Guard
 from .models.unet import UNet, parse_widths
 from .runs import pick_device, trained_config
-from .train import epoch_order, make_optimizer
+from .train import batch_sizes, check_finite, epoch_order, make_optimizer, save_epoch
 
 EMA_PREFIX = "ema."
 EVAL_SEED, EVAL_IMAGES = 20240602, 2000  # fixed test images, steps and noise: test_mse is comparable across epochs
@@ -243,9 +243,7 @@ def train_ddpm(run_dir: Path, cfg: DDPMConfig, data: MNIST, resume: bool = False
     x_train = data.train_x.to(device)  # (N, 1, 28, 28) uint8
     evaluation = eval_batch(data.test_x, schedule.T, device)
     n, bs = len(x_train), tc.batch_size
-    steps = (n + bs - 1) // bs
-    sizes = torch.full((steps,), float(bs), device=device)
-    sizes[-1] = n - bs * (steps - 1)
+    steps, sizes = batch_sizes(n, bs, device)
     with Guard() as guard:
         for epoch in range(start, tc.epochs):
             t0 = time.perf_counter()
@@ -271,14 +269,8 @@ def train_ddpm(run_dir: Path, cfg: DDPMConfig, data: MNIST, resume: bool = False
                 ema.update(model)
                 per_step[step] = loss.detach()
                 if (step + 1) % check_every == 0 or step == steps - 1:
-                    seen = per_step[: step + 1]
-                    bad = ~torch.isfinite(seen)
-                    if bad.any():
-                        first = int(bad.nonzero()[0])
-                        raise TrainingDiverged(
-                            f"loss became {seen[first].item()} at epoch {epoch + 1}, step {first + 1}; "
-                            f"training stopped, the checkpoint of epoch {epoch} is kept")
-                    bar.set_postfix(mse=f"{seen[-1].item():.4f}")
+                    check_finite(per_step[: step + 1], epoch)
+                    bar.set_postfix(mse=f"{per_step[step].item():.4f}")
             ema_model.load_state_dict(ema.shadow)
             record = {"epoch": epoch + 1, "train_mse": ((per_step * sizes).sum() / n).item(),
                       "test_mse_ema": eval_mse(ema_model, schedule, evaluation, amp),
@@ -286,13 +278,8 @@ def train_ddpm(run_dir: Path, cfg: DDPMConfig, data: MNIST, resume: bool = False
             seconds += time.perf_counter() - t0
             record.update(epoch_seconds=time.perf_counter() - t0, seconds=seconds)
             history.append(record)
-            state = {"optimizer": opt.state_dict(), "rng_cpu": torch.get_rng_state(), "ema_updates": ema.updates,
-                     "history": history, "seconds": seconds, "finished": epoch + 1 == tc.epochs}
-            if device.type == "cuda":
-                state["rng_cuda"] = torch.cuda.get_rng_state(device)
-            with guard.critical():
-                checkpoint.save(run_dir, checkpoint_weights(model, ema), state, epoch + 1)
-                checkpoint.write_metrics(run_dir, history)
+            save_epoch(guard, run_dir, checkpoint_weights(model, ema), opt, history, seconds, epoch, tc.epochs,
+                       device, ema_updates=ema.updates)
             log(f"epoch {epoch + 1}/{tc.epochs}  train mse {record['train_mse']:.4f}  test mse "
                 f"{record['test_mse']:.4f} (EMA {record['test_mse_ema']:.4f})  {record['epoch_seconds']:.1f} s")
             if on_epoch is not None:

@@ -75,6 +75,35 @@ def restore(run_dir: Path, model: VAE, opt, device: torch.device) -> tuple[int, 
     return state["epoch"], list(state["history"]), float(state.get("seconds", 0.0))
 
 
+def batch_sizes(n: int, bs: int, device) -> tuple[int, torch.Tensor]:
+    """Steps of an epoch and each step's batch size (the last one may be short), to weight batch means."""
+    steps = (n + bs - 1) // bs
+    sizes = torch.full((steps,), float(bs), device=device)
+    sizes[-1] = n - bs * (steps - 1)
+    return steps, sizes
+
+
+def check_finite(losses: torch.Tensor, epoch: int) -> None:
+    """Raise TrainingDiverged naming the first non-finite step of `losses` (the steps run so far)."""
+    bad = ~torch.isfinite(losses)
+    if bad.any():
+        first = int(bad.nonzero()[0])
+        raise TrainingDiverged(f"loss became {losses[first].item()} at epoch {epoch + 1}, step {first + 1}; "
+                               f"training stopped, the checkpoint of epoch {epoch} is kept")
+
+
+def save_epoch(guard: Guard, run_dir: Path, weights: dict, opt, history: list, seconds: float, epoch: int,
+               epochs: int, device: torch.device, **extra) -> None:
+    """Checkpoint the end of `epoch` (0-based) with everything an exact resume needs, and metrics.jsonl."""
+    state = {"optimizer": opt.state_dict(), "rng_cpu": torch.get_rng_state(), "history": history,
+             "seconds": seconds, "finished": epoch + 1 == epochs, **extra}
+    if device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state(device)
+    with guard.critical():
+        checkpoint.save(run_dir, weights, state, epoch + 1)
+        checkpoint.write_metrics(run_dir, history)
+
+
 def train_epoch(model: VAE, opt, x_train: torch.Tensor, perm: torch.Tensor, tc, steps_iter,
                 check_every: int = 50, epoch: int = 0) -> torch.Tensor:
     """One pass over x_train (uint8, on the device) in the order `perm`: (steps, 3) loss, recon, kl."""
@@ -92,15 +121,9 @@ def train_epoch(model: VAE, opt, x_train: torch.Tensor, perm: torch.Tensor, tc, 
         opt.step()
         per_step[step] = torch.stack([terms.loss.detach(), terms.recon.detach(), terms.kl.detach()])
         if (step + 1) % check_every == 0 or step == len(steps_iter) - 1:
-            seen = per_step[: step + 1, 0]
-            bad = ~torch.isfinite(seen)
-            if bad.any():
-                first = int(bad.nonzero()[0])
-                raise TrainingDiverged(
-                    f"loss became {seen[first].item()} at epoch {epoch + 1}, step {first + 1}; "
-                    f"training stopped, the checkpoint of epoch {epoch} is kept")
+            check_finite(per_step[: step + 1, 0], epoch)
             if hasattr(steps_iter, "set_postfix"):
-                steps_iter.set_postfix(loss=f"{seen[-1].item():.1f}")
+                steps_iter.set_postfix(loss=f"{per_step[step, 0].item():.1f}")
     return per_step
 
 
@@ -118,10 +141,8 @@ def train_vae(run_dir: Path, cfg: RunConfig, data: MNIST, resume: bool = False,
         return history
     x_train = data.train_x.to(device)  # (N, 1, 28, 28) uint8
     x_test = test_images(data.test_x.to(device), tc.binarize)
-    n, bs = len(x_train), tc.batch_size
-    steps = (n + bs - 1) // bs
-    sizes = torch.full((steps,), float(bs), device=device)
-    sizes[-1] = n - bs * (steps - 1)
+    n = len(x_train)
+    steps, sizes = batch_sizes(n, tc.batch_size, device)
     with Guard() as guard:
         for epoch in range(start, tc.epochs):
             t0 = time.perf_counter()
@@ -138,13 +159,7 @@ def train_vae(run_dir: Path, cfg: RunConfig, data: MNIST, resume: bool = False,
                       **{f"test_{k}": v for k, v in test.items()},
                       "epoch_seconds": time.perf_counter() - t0, "seconds": seconds}
             history.append(record)
-            state = {"optimizer": opt.state_dict(), "rng_cpu": torch.get_rng_state(),
-                     "history": history, "seconds": seconds, "finished": epoch + 1 == tc.epochs}
-            if device.type == "cuda":
-                state["rng_cuda"] = torch.cuda.get_rng_state(device)
-            with guard.critical():
-                checkpoint.save(run_dir, model.state_dict(), state, epoch + 1)
-                checkpoint.write_metrics(run_dir, history)
+            save_epoch(guard, run_dir, model.state_dict(), opt, history, seconds, epoch, tc.epochs, device)
             log(f"epoch {epoch + 1}/{tc.epochs}  train loss {train[0]:.2f}  test -ELBO "
                 f"{test['neg_elbo']:.2f} (recon {test['recon']:.2f}, KL {test['kl']:.2f})  "
                 f"{record['epoch_seconds']:.1f} s")
