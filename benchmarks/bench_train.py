@@ -25,7 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vaelab.config import TrainConfig
 from vaelab.models.vae import build_vae
-from vaelab.train import make_optimizer, train_epoch
+from vaelab.steps import graphs_wanted, make_optimizer, step_function
+from vaelab.train import train_epoch, vae_compute
 
 MODELS = {"dense 256-512 z5": ("dense", "256-512", 5), "conv 32-64-128 z10": ("conv", "32-64-128", 10)}
 
@@ -65,17 +66,22 @@ def report_loop(model, x_u8, y, bs, steps, device):
     return time.perf_counter() - t0
 
 
-def vaelab_loop(model, x_u8, bs, steps, device, precision="fp32"):
-    """vaelab's inner loop (train.train_epoch) over `steps` batches; returns seconds."""
-    opt = make_optimizer(model, 1e-3)
+def vaelab_loop(model, x_u8, bs, steps, device, precision="fp32", graphs=None):
+    """vaelab's inner loop (train.train_epoch, the step as `vaelab train` builds it, CUDA graph included)
+    over `steps` batches: a function returning seconds. The step is built once, as in a training run."""
+    opt = make_optimizer(model.parameters(), 1e-3, capturable=graphs_wanted(device))
     tc = TrainConfig(batch_size=bs, precision=precision)
     x_dev = x_u8[: steps * bs].to(device)
     perm = torch.randperm(len(x_dev)).to(device)
-    model.train()
-    t0 = time.perf_counter()
-    per_step = train_epoch(model, opt, x_dev, perm, tc, range(steps))
-    float(per_step[-1, 0])  # wait for the device
-    return time.perf_counter() - t0
+    step = step_function(vae_compute(model, x_dev, tc), opt, device, bs, graphs)
+
+    def run() -> float:
+        model.train()
+        t0 = time.perf_counter()
+        per_step = train_epoch(step, x_dev, perm, bs, range(steps))
+        float(per_step[-1, 0])  # wait for the device
+        return time.perf_counter() - t0
+    return run
 
 
 def step_flops(family, arch, latent, bs) -> int:
@@ -130,23 +136,28 @@ def main() -> None:
     n = args.steps * 512
     x_u8 = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8)
     y = torch.randint(0, 10, (n,))
-    peak = matmul_peak(device=device)
+    peak = matmul_peak(n=4096 if device.type == "cuda" else 2048, device=device)  # a GPU needs bigger
     rows = []
     for label, (family, arch, latent) in MODELS.items():
         for bs, compare in ((128, True), (512, False)):
             model = build_vae(family, arch, latent).to(device)
-            fns = [lambda: vaelab_loop(model, x_u8, bs, args.steps, device)]
+            fns = {"ours": vaelab_loop(model, x_u8, bs, args.steps, device)}
             if compare:
-                fns += [lambda: report_loop(model, x_u8, y, bs, args.steps, device),
-                        lambda: vaelab_loop(model, x_u8, bs, args.steps, device, "bf16")]
-            ours, ref, bf16 = (median_rates(fns, args.repeats, bs * args.steps) + [None, None])[:3]
+                fns["ref"] = lambda: report_loop(model, x_u8, y, bs, args.steps, device)
+                fns["bf16"] = vaelab_loop(model, x_u8, bs, args.steps, device, "bf16")
+                if device.type == "cuda":  # what the CUDA graph buys: the same step launched op by op
+                    fns["eager"] = vaelab_loop(model, x_u8, bs, args.steps, device, graphs=False)
+            rate = dict(zip(fns, median_rates(list(fns.values()), args.repeats, bs * args.steps)))
+            ours, ref, bf16, eager = rate["ours"], rate.get("ref"), rate.get("bf16"), rate.get("eager")
             flops = step_flops(family, arch, latent, bs)
             achieved = flops * ours / bs
             rows.append({"model": label, "batch": bs, "vaelab_img_s": round(ours), "report_img_s": ref and round(ref),
                          "speedup": ref and round(ours / ref, 2), "vaelab_bf16_img_s": bf16 and round(bf16),
                          "speedup_bf16": ref and round(bf16 / ref, 2), "gflop_per_step": round(flops / 1e9, 3),
                          "achieved_gflops": round(achieved / 1e9, 1), "peak_gflops": round(peak / 1e9, 1),
-                         "fraction_of_peak": round(achieved / peak, 3)})
+                         "fraction_of_peak": round(achieved / peak, 3),
+                         **({"vaelab_eager_img_s": round(eager), "graph_speedup": round(ours / eager, 2)}
+                            if eager else {})})
             print(rows[-1], file=sys.stderr)
     meta = {"threads": torch.get_num_threads(), "torch": torch.__version__, "steps": args.steps,
             "repeats": args.repeats, "device": str(device)}
@@ -161,6 +172,10 @@ def main() -> None:
                      f"{r['speedup'] or '-'} | {r['vaelab_bf16_img_s'] or '-'} | {r['speedup_bf16'] or '-'} | "
                      f"{r['gflop_per_step']} | {r['achieved_gflops']} | "
                      f"{r['peak_gflops']} | {r['fraction_of_peak']:.0%} |")
+    if device.type == "cuda":
+        lines += ["", "| model | batch | CUDA graph img/s | eager (op by op) img/s | graph speed-up |", "|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['batch']} | {r['vaelab_img_s']} | {r['vaelab_eager_img_s']} | "
+                  f"{r['graph_speedup']} |" for r in rows if "graph_speedup" in r]
     (out / "train.md").write_text(f"{meta}\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -93,3 +93,22 @@ def test_cli_list_and_exit_code(tmp_path, tiny_mnist):
                         "--no-evaluate", "--set", "train.device=cuda:3", "--data-dir", str(tiny_mnist)],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 1 and "2 run(s) failed" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_together_trains_a_beta_group_and_falls_back_run_by_run(tmp_path, tiny_mnist, monkeypatch):
+    monkeypatch.setenv("VAELAB_THREADS", "1")
+    # beta 1e39 overflows float32 (inf loss): the stacked process stops, then each run is retried alone
+    spec = parse_spec(TINY.replace("[2, 3]", "[2]") + '"train.beta" = [0.5, 2.0, 1e39]\n')
+    out = tmp_path / "sweep"
+    logs = []
+    summary = run_sweep(spec, out, jobs=1, data_dir=str(tiny_mnist), evaluate=None, log=logs.append,
+                        together="always")
+    assert [s["status"] for s in summary] == ["ok", "ok", "failed (exit 5)"]
+    assert any("together failed" in m for m in logs)
+    ok = parse_spec(TINY.replace("[2, 3]", "[2]") + '"train.beta" = [0.5, 2.0]\n')
+    summary = run_sweep(ok, tmp_path / "ok", jobs=1, data_dir=str(tiny_mnist), evaluate=None, together="always",
+                        log=lambda m: None)
+    assert [s["status"] for s in summary] == ["ok", "ok"]
+    for s in summary:
+        history = [json.loads(line) for line in (tmp_path / "ok" / s["run"] / "metrics.jsonl").read_text().splitlines()]
+        assert history[-1]["trained_with"] == 2

@@ -28,7 +28,8 @@ from .errors import VaelabError
 from .interrupt import Guard
 from .models.unet import UNet, parse_widths
 from .runs import pick_device, trained_config
-from .train import batch_sizes, check_finite, epoch_order, make_optimizer, save_epoch
+from .steps import make_optimizer
+from .train import batch_sizes, check_finite, epoch_order, save_epoch
 
 EMA_PREFIX = "ema."
 EVAL_SEED, EVAL_IMAGES = 20240602, 2000  # fixed test images, steps and noise: test_mse is comparable across epochs
@@ -234,7 +235,7 @@ def train_ddpm(run_dir: Path, cfg: DDPMConfig, data: MNIST, resume: bool = False
     model = build_unet(cfg).to(device)
     ema_model = copy.deepcopy(model).eval()  # holds the EMA weights for evaluation; a copy draws no RNG
     ema = EMA(model, tc.ema_decay)
-    opt = make_optimizer(model, tc.lr)
+    opt = make_optimizer(model.parameters(), tc.lr)
     schedule = build_schedule(cfg).to(device)
     start, history, seconds = restore(run_dir, model, ema, opt, device) if resume else (0, [], 0.0)
     if start >= tc.epochs:
@@ -278,8 +279,8 @@ def train_ddpm(run_dir: Path, cfg: DDPMConfig, data: MNIST, resume: bool = False
             seconds += time.perf_counter() - t0
             record.update(epoch_seconds=time.perf_counter() - t0, seconds=seconds)
             history.append(record)
-            save_epoch(guard, run_dir, checkpoint_weights(model, ema), opt, history, seconds, epoch, tc.epochs,
-                       device, ema_updates=ema.updates)
+            save_epoch(guard, run_dir, checkpoint_weights(model, ema), opt.state_dict(), history, seconds, epoch,
+                       tc.epochs, device, ema_updates=ema.updates)
             log(f"epoch {epoch + 1}/{tc.epochs}  train mse {record['train_mse']:.4f}  test mse "
                 f"{record['test_mse']:.4f} (EMA {record['test_mse_ema']:.4f})  {record['epoch_seconds']:.1f} s")
             if on_epoch is not None:

@@ -46,3 +46,12 @@ def elbo_terms(logits, x, mu, logvar, beta: float = 1.0) -> ELBOTerms:
     recon = bce_per_image(logits, x).mean()
     kl = kl_per_image(mu, logvar).mean()
     return ELBOTerms(recon + beta * kl, recon, kl)
+
+
+def stacked_elbo_terms(logits, x, mu, logvar, betas: torch.Tensor) -> ELBOTerms:
+    """elbo_terms for K models at once on one batch: logits (K, B, 1, 28, 28), x (B, 1, 28, 28),
+    mu/logvar (K, B, D), betas (K,) -> per-model per-image means, each (K,)."""
+    recon = F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").flatten(2).sum(2)
+    kl = kl_per_dim(mu, logvar).sum(2)  # (K, B)
+    recon, kl = recon.mean(1), kl.mean(1)
+    return ELBOTerms(recon + betas * kl, recon, kl)

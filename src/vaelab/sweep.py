@@ -164,18 +164,49 @@ class SweepLock:
         return False
 
 
-def worker_commands(run_dir: Path, evaluate: dict | None, data_dir: str | None) -> list[list[str]]:
-    """The commands that train (resuming) and then evaluate one run, each a fresh `vaelab` process."""
+def evaluate_command(run_dir: Path, evaluate: dict, data: list[str]) -> list[str]:
+    """`vaelab evaluate RUN` with the spec's [evaluate] options, as a fresh process."""
+    flags = ["--quick"] if evaluate.get("quick") else []
+    for key in ("k", "samples", "iwae_images", "probe_train"):  # options of `vaelab evaluate`
+        if key in evaluate:
+            flags += [f"--{key.replace('_', '-')}", str(evaluate[key])]
+    return [sys.executable, "-m", "vaelab.cli", "evaluate", str(run_dir), *flags, *data]
+
+
+def worker_commands(out: Path, names: list[str], evaluate: dict | None,
+                    data_dir: str | None) -> list[tuple[list[str], str | None]]:
+    """(command, run it belongs to) that train and then evaluate `names`, each a fresh `vaelab` process:
+    one run -> `vaelab train --resume`; several (same config but beta) -> `vaelab train-together`."""
     cli = [sys.executable, "-m", "vaelab.cli"]
     data = ["--data-dir", data_dir] if data_dir else []
-    cmds = [cli + ["train", "--out", str(run_dir), "--resume", *data]]
+    if len(names) == 1:
+        cmds = [(cli + ["train", "--out", str(out / names[0]), "--resume", *data], names[0])]
+    else:
+        cmds = [(cli + ["train-together", *(str(out / n) for n in names), *data], None)]
     if evaluate is not None:
-        flags = ["--quick"] if evaluate.get("quick") else []
-        for key in ("k", "samples", "iwae_images", "probe_train"):  # options of `vaelab evaluate`
-            if key in evaluate:
-                flags += [f"--{key.replace('_', '-')}", str(evaluate[key])]
-        cmds.append(cli + ["evaluate", str(run_dir), *flags, *data])
+        cmds += [(evaluate_command(out / n, evaluate, data), n) for n in names]
     return cmds
+
+
+def units(runs: list[tuple[str, RunConfig]], todo: list[str], together: bool) -> list[list[str]]:
+    """The runs to start, in order: with `together`, runs whose configs differ only in beta form one unit."""
+    if not together:
+        return [[name] for name in todo]
+    groups: dict[str, list[str]] = {}
+    cfgs = dict(runs)
+    for name in todo:
+        d = to_dict(cfgs[name])
+        d["train"].pop("beta")
+        groups.setdefault(json.dumps(d, sort_keys=True), []).append(name)
+    return list(groups.values())
+
+
+def stack_by_default(runs: list[tuple[str, RunConfig]]) -> bool:
+    """--together auto: stack on CUDA, where it pays (several times); on CPU processes do as well."""
+    import torch
+
+    return torch.cuda.is_available() and all(c.train.device in ("auto", "cuda") or c.train.device.startswith("cuda")
+                                             for _, c in runs)
 
 
 def threads_per_job(jobs: int) -> int:
@@ -200,8 +231,10 @@ def prepare(out: Path, runs: list[tuple[str, RunConfig]]) -> None:
 
 
 def run_sweep(spec: Spec, out: Path, jobs: int = 1, data_dir: str | None = None, evaluate: dict | None = None,
-              overrides: dict | None = None, log=lambda m: print(m, file=sys.stderr)) -> list[dict]:
-    """Train (and evaluate) every run of `spec` under `out`, `jobs` at a time; returns one status per run."""
+              overrides: dict | None = None, log=lambda m: print(m, file=sys.stderr),
+              together: str = "auto") -> list[dict]:
+    """Train (and evaluate) every run of `spec` under `out`, `jobs` units at a time; one status per run.
+    together: 'always' trains runs that differ only in beta in one process (stacked), 'auto' on CUDA only."""
     from tqdm.auto import tqdm
 
     from .checkpoint import atomic_write_text
@@ -211,42 +244,63 @@ def run_sweep(spec: Spec, out: Path, jobs: int = 1, data_dir: str | None = None,
     with SweepLock(out):
         prepare(out, runs)
         todo = [name for name, _ in runs if not is_done(out / name, evaluate is not None)]
+        stack = together == "always" or (together == "auto" and stack_by_default(runs))
+        queue = units(runs, todo, stack)
         status = {name: {"run": name, "status": "done (earlier)", "seconds": 0.0} for name, _ in runs}
         log(f"sweep {spec.name!r}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run "
-            f"({jobs} job(s), {threads_per_job(jobs)} thread(s) each) in {out}")
+            f"({jobs} job(s), {threads_per_job(jobs)} thread(s) each"
+            f"{', runs differing only in beta trained together' if stack else ''}) in {out}")
         env = {**os.environ, "VAELAB_THREADS": str(threads_per_job(jobs)), "PYTHONUNBUFFERED": "1"}
-        active: dict[str, tuple[subprocess.Popen, list, float, object]] = {}
+        active: list[dict] = []
         bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=None, file=sys.stderr)
+
+        def start(unit: dict) -> None:
+            unit["current"] = unit["cmds"].pop(0)  # (command, the run it belongs to; None: the whole group)
+            unit["proc"] = subprocess.Popen(unit["current"][0], stdout=unit["log"], stderr=subprocess.STDOUT, env=env)
+
+        def finish(unit: dict, names: list[str], outcome: str) -> None:
+            for name in names:
+                status[name] = {"run": name, "status": outcome, "seconds": round(time.perf_counter() - unit["t0"], 1)}
+                if outcome != "ok":
+                    log(f"  {name}: {outcome}; see {unit['log'].name}")
+            bar.update(len(names))
+
         try:
-            while todo or active:
-                while todo and len(active) < jobs:
-                    name = todo.pop(0)
-                    cmds = worker_commands(out / name, evaluate, data_dir)
-                    logf = open(out / name / "log.txt", "a")
-                    active[name] = (subprocess.Popen(cmds[0], stdout=logf, stderr=subprocess.STDOUT, env=env),
-                                    cmds[1:], time.perf_counter(), logf)
-                for name, (proc, rest, t0, logf) in list(active.items()):
-                    code = proc.poll()
+            while queue or active:
+                while queue and len(active) < jobs:
+                    names = queue.pop(0)
+                    unit = {"names": names, "cmds": worker_commands(out, names, evaluate, data_dir), "retry": False,
+                            "t0": time.perf_counter(), "failed": [], "log": open(out / names[0] / "log.txt", "a")}
+                    start(unit)
+                    active.append(unit)
+                for unit in list(active):
+                    code = unit["proc"].poll()
                     if code is None:
                         continue
-                    if code == 0 and rest:  # next step of this run (evaluation)
-                        active[name] = (subprocess.Popen(rest[0], stdout=logf, stderr=subprocess.STDOUT, env=env),
-                                        rest[1:], t0, logf)
+                    owner = unit["current"][1]
+                    if code != 0 and owner is None:  # the group failed: each run alone, so only a bad one fails
+                        log(f"  training {len(unit['names'])} runs together failed (exit {code}, see "
+                            f"{unit['log'].name}); training them one by one")
+                        queue[:0] = [[n] for n in unit["names"]]
+                        unit["retry"], unit["cmds"] = True, []
+                    elif code != 0:
+                        unit["failed"].append(owner)
+                        finish(unit, [owner], f"failed (exit {code})")
+                        unit["cmds"] = [(c, o) for c, o in unit["cmds"] if o != owner]
+                    if unit["cmds"]:
+                        start(unit)
                         continue
-                    logf.close()
-                    del active[name]
-                    ok = code == 0
-                    status[name] = {"run": name, "status": "ok" if ok else f"failed (exit {code})",
-                                    "seconds": round(time.perf_counter() - t0, 1)}
-                    if not ok:
-                        log(f"  {name}: failed with exit code {code}; see {out / name / 'log.txt'}")
-                    bar.update(1)
+                    unit["log"].close()
+                    active.remove(unit)
+                    if not unit["retry"]:
+                        finish(unit, [n for n in unit["names"] if n not in unit["failed"]], "ok")
                 time.sleep(0.2)
         finally:  # interrupted: let children save their last epoch, then stop them
-            for proc, *_ in active.values():
-                proc.terminate()
-            for proc, *_ in active.values():
-                proc.wait()
+            for unit in active:
+                unit["proc"].terminate()
+            for unit in active:
+                unit["proc"].wait()
+                unit["log"].close()
             bar.close()
             summary = [status[name] for name, _ in runs]
             atomic_write_text(out / "sweep.json", json.dumps({"name": spec.name, "runs": summary}, indent=2) + "\n")

@@ -23,16 +23,9 @@ from .interrupt import Guard
 from .losses import elbo_terms
 from .models.vae import VAE, build_vae
 from .runs import pick_device
+from .steps import Compute, graphs_wanted, load_optimizer_state, make_optimizer, step_function
 
 TEST_SEED = 20240601  # fixed binarisation of the test set, so binarised -ELBOs are comparable
-
-
-def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Adam; fused where PyTorch has a fused kernel for the device (about 4x cheaper a step on CPU)."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    except (RuntimeError, TypeError):  # fused unsupported for this device or build
-        return torch.optim.Adam(model.parameters(), lr=lr)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -68,7 +61,7 @@ def restore(run_dir: Path, model: VAE, opt, device: torch.device) -> tuple[int, 
     checkpoint.recover(run_dir)
     state = checkpoint.load_state(run_dir)
     model.load_state_dict(checkpoint.load_weights(run_dir / checkpoint.WEIGHTS, model.state_dict()))
-    opt.load_state_dict(state["optimizer"])
+    load_optimizer_state(opt, state["optimizer"])
     torch.set_rng_state(state["rng_cpu"])
     if device.type == "cuda" and "rng_cuda" in state:
         torch.cuda.set_rng_state(state["rng_cuda"], device)
@@ -84,18 +77,19 @@ def batch_sizes(n: int, bs: int, device) -> tuple[int, torch.Tensor]:
 
 
 def check_finite(losses: torch.Tensor, epoch: int) -> None:
-    """Raise TrainingDiverged naming the first non-finite step of `losses` (the steps run so far)."""
-    bad = ~torch.isfinite(losses)
+    """Raise TrainingDiverged naming the first non-finite step of `losses` (steps,) or (steps, models)."""
+    bad = ~torch.isfinite(losses.reshape(len(losses), -1)).all(1)
     if bad.any():
         first = int(bad.nonzero()[0])
-        raise TrainingDiverged(f"loss became {losses[first].item()} at epoch {epoch + 1}, step {first + 1}; "
+        value = losses[first].tolist()
+        raise TrainingDiverged(f"loss became {value} at epoch {epoch + 1}, step {first + 1}; "
                                f"training stopped, the checkpoint of epoch {epoch} is kept")
 
 
-def save_epoch(guard: Guard, run_dir: Path, weights: dict, opt, history: list, seconds: float, epoch: int,
-               epochs: int, device: torch.device, **extra) -> None:
+def save_epoch(guard: Guard, run_dir: Path, weights: dict, opt_state: dict, history: list, seconds: float,
+               epoch: int, epochs: int, device: torch.device, **extra) -> None:
     """Checkpoint the end of `epoch` (0-based) with everything an exact resume needs, and metrics.jsonl."""
-    state = {"optimizer": opt.state_dict(), "rng_cpu": torch.get_rng_state(), "history": history,
+    state = {"optimizer": opt_state, "rng_cpu": torch.get_rng_state(), "history": history,
              "seconds": seconds, "finished": epoch + 1 == epochs, **extra}
     if device.type == "cuda":
         state["rng_cuda"] = torch.cuda.get_rng_state(device)
@@ -104,26 +98,33 @@ def save_epoch(guard: Guard, run_dir: Path, weights: dict, opt, history: list, s
         checkpoint.write_metrics(run_dir, history)
 
 
-def train_epoch(model: VAE, opt, x_train: torch.Tensor, perm: torch.Tensor, tc, steps_iter,
-                check_every: int = 50, epoch: int = 0) -> torch.Tensor:
-    """One pass over x_train (uint8, on the device) in the order `perm`: (steps, 3) loss, recon, kl."""
-    bs = tc.batch_size
-    per_step = torch.zeros(len(steps_iter), 3, device=x_train.device)
-    for step in steps_iter:
-        x = to_unit(x_train[perm[step * bs:(step + 1) * bs]])  # (B, 1, 28, 28) float in [0, 1]
+def vae_compute(model: VAE, x_train: torch.Tensor, tc) -> Compute:
+    """The report's loss on the batch x_train[idx]: (loss to minimise, record [loss, recon, kl])."""
+    def compute(idx: torch.Tensor):
+        x = to_unit(x_train[idx])  # (B, 1, 28, 28) float in [0, 1]
         if tc.binarize:
             x = torch.bernoulli(x)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=tc.precision == "bf16", cache_enabled=False):
             out = model(x)
         terms = elbo_terms(out.logits.float(), x, out.mu.float(), out.logvar.float(), tc.beta)
-        opt.zero_grad(set_to_none=True)
-        terms.loss.backward()
-        opt.step()
-        per_step[step] = torch.stack([terms.loss.detach(), terms.recon.detach(), terms.kl.detach()])
-        if (step + 1) % check_every == 0 or step == len(steps_iter) - 1:
-            check_finite(per_step[: step + 1, 0], epoch)
+        return terms.loss, torch.stack([terms.loss, terms.recon, terms.kl])
+    return compute
+
+
+def train_epoch(step, x_train: torch.Tensor, perm: torch.Tensor, batch_size: int, steps_iter,
+                check_every: int = 50, epoch: int = 0) -> torch.Tensor:
+    """One pass over x_train in the order `perm`, step(idx) per batch: (steps, *record) per-step records,
+    record[..., 0] the loss (one model: (steps, 3); K stacked models: (steps, K, 3))."""
+    per_step = None
+    for i in steps_iter:
+        record = step(perm[i * batch_size:(i + 1) * batch_size])
+        if per_step is None:
+            per_step = torch.zeros(len(steps_iter), *record.shape, device=x_train.device)
+        per_step[i] = record  # a copy on the device: no host sync
+        if (i + 1) % check_every == 0 or i == len(steps_iter) - 1:
+            check_finite(per_step[: i + 1, ..., 0], epoch)
             if hasattr(steps_iter, "set_postfix"):
-                steps_iter.set_postfix(loss=f"{per_step[step, 0].item():.1f}")
+                steps_iter.set_postfix(loss=" ".join(f"{v:.1f}" for v in per_step[i, ..., 0].reshape(-1).tolist()))
     return per_step
 
 
@@ -134,7 +135,7 @@ def train_vae(run_dir: Path, cfg: RunConfig, data: MNIST, resume: bool = False,
     device = pick_device(tc.device)
     torch.manual_seed(tc.seed)
     model = build_vae(cfg.model.family, cfg.model.arch, cfg.model.latent_dim).to(device)
-    opt = make_optimizer(model, tc.lr)
+    opt = make_optimizer(model.parameters(), tc.lr, capturable=graphs_wanted(device))
     start, history, seconds = restore(run_dir, model, opt, device) if resume else (0, [], 0.0)
     if start >= tc.epochs:
         log(f"{run_dir}: already trained for {start} epochs; nothing to do")
@@ -143,6 +144,7 @@ def train_vae(run_dir: Path, cfg: RunConfig, data: MNIST, resume: bool = False,
     x_test = test_images(data.test_x.to(device), tc.binarize)
     n = len(x_train)
     steps, sizes = batch_sizes(n, tc.batch_size, device)
+    step = step_function(vae_compute(model, x_train, tc), opt, device, tc.batch_size)
     with Guard() as guard:
         for epoch in range(start, tc.epochs):
             t0 = time.perf_counter()
@@ -150,7 +152,7 @@ def train_vae(run_dir: Path, cfg: RunConfig, data: MNIST, resume: bool = False,
             perm = epoch_order(n, tc.seed, epoch).to(device)
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch",
                        leave=False, disable=None, file=sys.stderr)
-            per_step = train_epoch(model, opt, x_train, perm, tc, bar, check_every, epoch)
+            per_step = train_epoch(step, x_train, perm, tc.batch_size, bar, check_every, epoch)
             train = ((per_step * sizes[:, None]).sum(0) / n).tolist()
             test = elbo_on(model, x_test, tc.beta)
             seconds += time.perf_counter() - t0
@@ -159,7 +161,7 @@ def train_vae(run_dir: Path, cfg: RunConfig, data: MNIST, resume: bool = False,
                       **{f"test_{k}": v for k, v in test.items()},
                       "epoch_seconds": time.perf_counter() - t0, "seconds": seconds}
             history.append(record)
-            save_epoch(guard, run_dir, model.state_dict(), opt, history, seconds, epoch, tc.epochs, device)
+            save_epoch(guard, run_dir, model.state_dict(), opt.state_dict(), history, seconds, epoch, tc.epochs, device)
             log(f"epoch {epoch + 1}/{tc.epochs}  train loss {train[0]:.2f}  test -ELBO "
                 f"{test['neg_elbo']:.2f} (recon {test['recon']:.2f}, KL {test['kl']:.2f})  "
                 f"{record['epoch_seconds']:.1f} s")

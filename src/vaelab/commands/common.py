@@ -38,3 +38,11 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="folder with the four MNIST IDX files, raw or .gz (read only; default: "
                         "$VAELAB_DATA, else the cache ~/.cache/vaelab/mnist, filled on first use)")
+
+
+def add_together(p: argparse.ArgumentParser) -> None:
+    """--together: train runs that differ only in beta as one stacked model (vaelab train-together)."""
+    p.add_argument("--together", choices=["auto", "always", "never"], default="auto",
+                   help="train runs whose configs differ only in beta in one process, as one stacked model "
+                        "(one vmapped step for all): auto (default) does it on CUDA, where it is several times "
+                        "faster; on CPU separate processes (--jobs) are as fast (benchmarks/README.md)")

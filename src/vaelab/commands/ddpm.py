@@ -182,10 +182,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_sample)
 
     f = dsub.add_parser("figures", help="the report's figure 4: noising, noise to digit, samples",
-                        description=f"Write figure 4a (test digits noised at several t), 4b (chains from noise "
-                                    f"to digit) and 4c (an 8x8 grid of samples) into the run folder. The default "
-                                    f"sampler is the annex's, 1000 steps (about 3 minutes for the full UNet on "
-                                    f"one CPU thread); --sampler ddim is 20 times faster.")
+                        description="Write figure 4a (test digits noised at several t), 4b (chains from noise "
+                                    "to digit) and 4c (an 8x8 grid of samples) into the run folder. The default "
+                                    "sampler is the annex's, 1000 steps (about 3 minutes for the full UNet on "
+                                    "one CPU thread); --sampler ddim is 20 times faster.")
     add_sampler_options(f, "ddpm")
     add_data_dir(f)
     f.set_defaults(func=cmd_figures)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import add_data_dir, positive_int
+from .common import add_data_dir, add_together, positive_int
 
 # profile -> study -> (config overrides, evaluation options). quick: under an hour on 2 CPU cores.
 PROFILES = {
@@ -37,7 +37,7 @@ def cmd_reproduce(args) -> int:
         if args.seeds > 1:
             spec = dataclasses.replace(spec, grid={**spec.grid, "train.seed": list(range(args.seeds))})
         print(f"== study {study} ({args.profile})", file=sys.stderr)
-        summary = run_sweep(spec, out / study, args.jobs, args.data_dir, evaluate, overrides)
+        summary = run_sweep(spec, out / study, args.jobs, args.data_dir, evaluate, overrides, together=args.together)
         failed += [f"{study}/{s['run']}" for s in summary if s["status"].startswith("failed")]
     if "ddpm" in studies:
         failed += ddpm_versus(out, args.profile, args.data_dir)
@@ -119,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                                 "on 2 cores: measured faster than 1 x 2 threads)")
     p.add_argument("--studies", nargs="+", choices=["dense", "conv", "beta", "ddpm"],
                    help="only these studies (ddpm: train the DDPM and compare it with the best VAE found)")
+    add_together(p)
     add_data_dir(p)
     p.set_defaults(func=cmd_reproduce)
     r = sub.add_parser("report", help="write the report of a reproduction folder again from saved results")

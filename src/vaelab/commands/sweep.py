@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import add_data_dir, positive_int
+from .common import add_data_dir, add_together, positive_int
 
 
 def parse_set(items: list[str]) -> dict:
@@ -42,7 +42,7 @@ def cmd_sweep(args) -> int:
 
         raise VaelabError("--out is required (the folder that will hold one run folder per configuration)")
     evaluate = None if args.no_evaluate else {**spec.evaluate, **({"quick": True} if args.quick_eval else {})}
-    summary = run_sweep(spec, Path(args.out), args.jobs, args.data_dir, evaluate, overrides)
+    summary = run_sweep(spec, Path(args.out), args.jobs, args.data_dir, evaluate, overrides, together=args.together)
     failed = [s for s in summary if s["status"].startswith("failed")]
     for s in summary:
         print(f"{s['status']:<16} {s['seconds']:>8.1f} s  {s['run']}")
@@ -74,5 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-evaluate", action="store_true", help="train only; skip `vaelab evaluate`")
     p.add_argument("--quick-eval", action="store_true", help="evaluate with --quick (seconds, rough numbers)")
     p.add_argument("--list", action="store_true", help="print the configurations and exit")
+    add_together(p)
     add_data_dir(p)
     p.set_defaults(func=cmd_sweep)

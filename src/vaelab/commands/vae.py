@@ -62,6 +62,32 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_train_together(args) -> int:
+    """Train prepared run folders that differ only in beta together (one vmapped step for all)."""
+    from ..config import load_json
+    from ..data import load
+    from ..errors import RunError, VaelabError
+    from ..runs import CONFIG
+    from ..stacked import train_stacked
+
+    dirs = [Path(d) for d in args.runs]
+    if len(set(dirs)) != len(dirs):
+        raise VaelabError("a run folder is named twice")
+    for d in dirs:
+        if not (d / CONFIG).is_file():
+            raise RunError(f"{d} holds no prepared run ({CONFIG} missing); `vaelab sweep` prepares them")
+    cfgs = [load_json(d / CONFIG) for d in dirs]
+    started = [(d / "state.pt").exists() for d in dirs]
+    if any(started) and not all(started):
+        raise RunError("some of the runs have started and some have not; train them one by one")
+    betas = ", ".join(f"{c.train.beta:g}" for c in cfgs)
+    print(f"training {len(dirs)} {cfgs[0].model.family} {cfgs[0].model.arch} VAEs (latent "
+          f"{cfgs[0].model.latent_dim}, beta {betas}) together for {cfgs[0].train.epochs} epochs", file=sys.stderr)
+    train_stacked(dirs, cfgs, load(args.data_dir), resume=all(started))
+    print(f"done: {', '.join(map(str, dirs))}")
+    return 0
+
+
 FIGURES = {  # command -> (function name in figures.py, needs the data)
     "sample": ("samples", False), "reconstruct": ("reconstructions", True),
     "latent": ("latent", True), "interpolate": ("interpolation", True), "figures": ("all_figures", True),
@@ -154,6 +180,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--epochs may raise the target)")
     add_data_dir(t)
     t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("train-together", help="train run folders that differ only in beta in one vmapped step",
+                       description="Train (or resume) several prepared run folders (config.json written, e.g. by "
+                                   "`vaelab sweep`) whose configs differ only in train.beta, as one stacked model "
+                                   "(torch.func.vmap): the same batches, seed and noise as training each alone, "
+                                   "one wide step instead of K small ones. Each folder ends as an ordinary run. "
+                                   "Pays on a GPU; on CPU, `vaelab sweep --jobs` is as fast (benchmarks/README.md).")
+    g.add_argument("runs", nargs="+", metavar="RUN", help="prepared run folders")
+    add_data_dir(g)
+    g.set_defaults(func=cmd_train_together)
 
     helps = {"sample": "5x5 grid of images decoded from z ~ N(0, I)  -> samples.png",
              "reconstruct": "test images above their reconstructions  -> reconstructions.png",
