@@ -114,7 +114,9 @@ def add_sampler_options(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--steps", type=positive_int, default=None,
                    help="sampling steps: ddpm takes all T (1000); ddim any number up to T (default 50)")
     p.add_argument("--eta", type=finite_float, default=None,
-                   help="DDIM noise scale: 0 deterministic (default), 1 = ancestral with posterior variance")
+                   help="DDIM noise scale: 0 deterministic (default), 1 = ancestral with posterior variance. "
+                        "On a briefly trained DDPM, eta 1 is the better 50-step sampler (quick profile, N=500: "
+                        "FD-LeNet 119-127 against 152-161 for eta 0 and 125 for DDPM-1000)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the starting noise (default 0)")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of their moving average")
     p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
