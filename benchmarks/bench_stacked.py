@@ -54,7 +54,8 @@ def measure(family, arch, latent, device, steps, repeats, precision) -> dict:
     for beta in BETAS:
         m = build_vae(family, arch, latent).to(device)
         tc = TrainConfig(batch_size=128, beta=beta, precision=precision)
-        alone.append(step_function(vae_compute(m, x, tc), make_optimizer(m.parameters(), 1e-3, capturable), device, 128))
+        opt = make_optimizer(m.parameters(), 1e-3, capturable)
+        alone.append(step_function(vae_compute(m, x, tc), opt, device, 128))
     stacked = StackedVAEs([build_vae(family, arch, latent) for _ in BETAS]).to(device)
     tc = TrainConfig(batch_size=128, precision=precision)
     together = step_function(stacked_compute(stacked, x, tc, torch.tensor(BETAS, device=device)),
@@ -68,8 +69,8 @@ def measure(family, arch, latent, device, steps, repeats, precision) -> dict:
         for t, fn in zip(times, fns):
             t.append(fn())
     seq, tog = (statistics.median(t) for t in times)
-    return {"sequential_ms_per_step": round(1000 * seq / steps, 2), "together_ms_per_step": round(1000 * tog / steps, 2),
-            "speedup": round(seq / tog, 2)}
+    return {"sequential_ms_per_step": round(1000 * seq / steps, 2),
+            "together_ms_per_step": round(1000 * tog / steps, 2), "speedup": round(seq / tog, 2)}
 
 
 def main() -> None:
@@ -93,7 +94,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     tag = "stacked" if device.type == "cpu" else f"stacked_{device.type}"
     (out / f"{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    lines = ["| model | 5 betas one after another, ms/step | together (stacked), ms/step | speed-up |", "|---|---|---|---|"]
+    lines = ["| model | 5 betas one after another, ms/step | together (stacked), ms/step | speed-up |",
+             "|---|---|---|---|"]
     lines += [f"| {r['model']} ({r['precision']}) | {r['sequential_ms_per_step']} | {r['together_ms_per_step']} | "
               f"{r['speedup']} |" for r in rows]
     (out / f"{tag}.md").write_text(f"{meta}\n\n" + "\n".join(lines) + "\n")

@@ -116,7 +116,7 @@ def stacked_compute(stacked: StackedVAEs, x_train: torch.Tensor, tc, betas: torc
             x = torch.bernoulli(x)
         terms = stacked_elbo_terms(*_forward(stacked, x, tc.precision == "bf16"), betas)  # each (K,)
         # the models share no parameter, so the sum's gradient is each model's own
-        return terms.loss.sum(), torch.stack([terms.loss, terms.recon, terms.kl], 1)
+        return terms.loss.sum(), torch.stack([terms.loss.detach(), terms.recon.detach(), terms.kl.detach()], 1)
     return compute
 
 

@@ -107,7 +107,7 @@ def vae_compute(model: VAE, x_train: torch.Tensor, tc) -> Compute:
         with torch.autocast(x.device.type, torch.bfloat16, enabled=tc.precision == "bf16", cache_enabled=False):
             out = model(x)
         terms = elbo_terms(out.logits.float(), x, out.mu.float(), out.logvar.float(), tc.beta)
-        return terms.loss, torch.stack([terms.loss, terms.recon, terms.kl])
+        return terms.loss, torch.stack([terms.loss.detach(), terms.recon.detach(), terms.kl.detach()])
     return compute
 
 
