@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Generate N images with the VAE and with each DDPM sampler (DDPM-1000, DDIM-100, "
                                    "DDIM-50 with eta 0, DDIM-50 with eta 1), score them with the same metrics "
                                    "(FD-LeNet, precision/recall, classifier score, class coverage) against the test "
-                                   "set, time the sampling, and write comparison.json, comparison.md and comparison.png (samples side by side). "
+                                   "set, time the sampling, and write comparison.json, comparison.md and "
+                                   "comparison.png (samples side by side). "
                                    "Cost on 2 CPU cores with the quick DDPM: DDPM-1000 about 2 images/s, so N=1000 "
                                    "takes about 8 minutes; each DDIM-50 is 20x faster.")
     p.add_argument("vae", help="a trained VAE run folder")
