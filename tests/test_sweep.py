@@ -112,3 +112,12 @@ def test_together_trains_a_beta_group_and_falls_back_run_by_run(tmp_path, tiny_m
     for s in summary:
         history = [json.loads(line) for line in (tmp_path / "ok" / s["run"] / "metrics.jsonl").read_text().splitlines()]
         assert history[-1]["trained_with"] == 2
+
+
+def test_a_family_alone_means_the_reports_model_of_that_family():
+    spec = parse_spec('[base]\nmodel.family = "dense"\n[grid]\n"train.beta" = [1.0]\n')
+    (_, cfg), = configs(spec)
+    assert (cfg.model.arch, cfg.model.latent_dim) == ("256-512", 5)
+    spec = parse_spec('[base]\nmodel.family = "dense"\n[grid]\n"model.latent_dim" = [2]\n')
+    assert [(c.model.arch, c.model.latent_dim) for _, c in configs(spec)] == [("256-512", 2)]
+    assert configs(load_spec("beta"))[0][1].model.arch == "32-64-128"

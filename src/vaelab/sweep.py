@@ -111,15 +111,26 @@ def run_name(cfg: RunConfig, point: dict) -> str:
     return name[:150] or "run"
 
 
+def family_defaults(cfg: RunConfig, given: set[str]) -> dict:
+    """The report's architecture and latent size for the config's family, where the spec names neither
+    (a spec saying only `model.family = "dense"` means the report's dense model, as `vaelab train` does)."""
+    from .models.vae import REPORT_CHOICE
+
+    arch, latent = REPORT_CHOICE.get(cfg.model.family, (cfg.model.arch, cfg.model.latent_dim))
+    return {k: v for k, v in (("model.arch", arch), ("model.latent_dim", latent)) if k not in given}
+
+
 def configs(spec: Spec, overrides: dict | None = None) -> list[tuple[str, RunConfig]]:
     """Every (run name, validated config) of the grid, in a stable order; names are unique."""
     base = with_overrides(RunConfig(), {**spec.base, **(overrides or {})}) if spec.base or overrides else RunConfig()
     keys = list(spec.grid)
+    given = {*spec.base, *spec.grid, *(overrides or {})}
     out, seen = [], set()
     for values in itertools.product(*(spec.grid[k] for k in keys)):
         point = dict(zip(keys, values))
         try:
-            cfg = with_overrides(base, point).validate()
+            cfg = with_overrides(base, point)
+            cfg = with_overrides(cfg, family_defaults(cfg, given)).validate()
         except VaelabError as e:
             raise VaelabError(f"sweep {spec.name!r}, point {point}: {e}") from None
         name = run_name(cfg, point)

@@ -9,15 +9,14 @@ from pathlib import Path
 
 from .common import add_data_dir, finite_float, nonneg_int, positive_int
 
-DEFAULTS = {"dense": ("256-512", 5), "conv": ("32-64-128", 10)}  # the report's chosen models
-
 
 def config_from_args(args):
     """A validated RunConfig from train options (report defaults per family)."""
     from ..config import ModelConfig, RunConfig, TrainConfig
+    from ..models.vae import REPORT_CHOICE
 
-    arch = args.arch or DEFAULTS[args.model][0]
-    latent = args.latent_dim if args.latent_dim is not None else DEFAULTS[args.model][1]
+    arch = args.arch or REPORT_CHOICE[args.model][0]
+    latent = args.latent_dim if args.latent_dim is not None else REPORT_CHOICE[args.model][1]
     return RunConfig(model=ModelConfig(args.model, arch, latent),
                      train=TrainConfig(epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr,
                                        beta=args.beta, seed=args.seed, device=args.device,

@@ -19,6 +19,7 @@ from ..errors import VaelabError
 # so "256-512" is encoder 784-512-256 and decoder 256-512-784. Conv: encoder channels.
 DENSE_ARCHS = {"128-256": (128, 256), "256-512": (256, 512), "512-1024": (512, 1024)}
 CONV_ARCHS = {"32-64": (32, 64), "16-32-64": (16, 32, 64), "32-64-128": (32, 64, 128)}
+REPORT_CHOICE = {"dense": ("256-512", 5), "conv": ("32-64-128", 10)}  # (arch, latent) the report settled on
 
 
 def parse_dense(arch: str) -> tuple[int, ...]:
