@@ -205,7 +205,7 @@ def describe(run) -> str:
     """A short label: 'conv 32-64-128, latent 10, beta 1, 2 epochs'."""
     m, t = run.cfg.model, run.cfg.train
     epochs = run.history[-1]["epoch"] if run.history else 0
-    return f"{m.family} {m.arch}, latent {m.latent_dim}, beta {t.beta:g}, {epochs} epoch{"s" if epochs != 1 else ""}"
+    return f"{m.family} {m.arch}, latent {m.latent_dim}, beta {t.beta:g}, {epochs} epoch{'s' if epochs != 1 else ''}"
 
 
 def evaluate_vae(run, mnist: MNIST, s: Settings = DEFAULT, clf: ReferenceClassifier | None = None,
