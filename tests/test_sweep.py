@@ -121,3 +121,22 @@ def test_a_family_alone_means_the_reports_model_of_that_family():
     spec = parse_spec('[base]\nmodel.family = "dense"\n[grid]\n"model.latent_dim" = [2]\n')
     assert [(c.model.arch, c.model.latent_dim) for _, c in configs(spec)] == [("256-512", 2)]
     assert configs(load_spec("beta"))[0][1].model.arch == "32-64-128"
+
+
+@pytest.mark.parametrize("together", ["always", "never"])
+def test_each_run_is_evaluated_after_training_and_a_failed_evaluation_fails_only_its_run(
+        tmp_path, tiny_mnist, monkeypatch, together):
+    import vaelab.sweep as sweep_mod
+
+    def fake_evaluate(run_dir, evaluate, data):  # metrics.json for every run but beta 2, which fails
+        code = "import sys, pathlib; r = pathlib.Path(sys.argv[1]); " \
+               "sys.exit(3) if 'beta2' in r.name else (r / 'metrics.json').write_text('{}')"
+        return [sys.executable, "-c", code, str(run_dir)]
+
+    monkeypatch.setattr(sweep_mod, "evaluate_command", fake_evaluate)
+    monkeypatch.setenv("VAELAB_THREADS", "1")
+    spec = parse_spec(TINY.replace("[2, 3]", "[2]") + '"train.beta" = [0.5, 1.0, 2.0]\n')
+    summary = run_sweep(spec, tmp_path / "s", jobs=2, data_dir=str(tiny_mnist), evaluate={}, together=together,
+                        log=lambda m: None)
+    assert [s["status"] for s in summary] == ["ok", "ok", "failed (exit 3)"]
+    assert [(tmp_path / "s" / s["run"] / "metrics.json").exists() for s in summary] == [True, True, False]
