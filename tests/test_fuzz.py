@@ -12,8 +12,10 @@ from vaelab.errors import VaelabError
 from vaelab.sweep import parse_spec
 
 OPTIONS = ["--model", "--arch", "--latent-dim", "--beta", "--epochs", "--batch-size", "--lr", "--seed",
-           "--device", "--out", "--resume", "--binarize", "--data-dir", "--jobs", "--set", "--list", "--seed"]
-COMMANDS = ["train", "sample", "reconstruct", "latent", "interpolate", "figures", "sweep", "data", "demo", "bogus"]
+           "--device", "--out", "--resume", "--binarize", "--data-dir", "--jobs", "--set", "--list", "--seed",
+           "--together"]
+COMMANDS = ["train", "sample", "reconstruct", "latent", "interpolate", "figures", "sweep", "data", "demo", "bogus",
+            "train-together"]
 VALUES = st.one_of(st.sampled_from(["conv", "dense", "32-64", "256-512", "0", "-1", "1e309", "nan", "inf", "x",
                                     "cpu", "cuda", "", "..", "/", "beta", "info", "a=b", "train.beta=2"]),
                    st.text(max_size=12), st.integers(-5, 10**6).map(str), st.floats(allow_nan=True).map(str))

@@ -113,3 +113,20 @@ def test_runs_at_different_epochs_are_refused_together(tmp_path, tiny_mnist):
     with pytest.raises(VaelabError, match="different epochs"):
         train_stacked(dirs, [more, dataclasses.replace(more, train=dataclasses.replace(more.train, beta=1.0))],
                       data, resume=True, log=lambda m: None)
+
+
+def test_cli_train_together_refuses_what_it_cannot_stack(tmp_path, tiny_mnist, capsys):
+    from vaelab.cli import main
+
+    a, b, c = (prepared(tmp_path / n, cfg(beta=beta)) for n, beta in (("a", 1.0), ("b", 2.0), ("c", 3.0)))
+    other = prepared(tmp_path / "other", cfg(latent=3))
+    data = ["--data-dir", str(tiny_mnist)]
+    assert main(["train-together", str(a), str(other), *data]) == 2
+    assert "but train.beta" in capsys.readouterr().err
+    assert main(["train-together", str(a), str(tmp_path / "missing"), *data]) == 4
+    assert main(["train-together", str(a), str(a), *data]) == 2
+    train_vae(a, cfg(beta=1.0), load(tiny_mnist), log=lambda m: None)  # a has started, b has not
+    assert main(["train-together", str(a), str(b), *data]) == 4
+    assert "one by one" in capsys.readouterr().err
+    assert main(["train-together", str(b), str(c), *data]) == 0
+    assert [len(h) for h in (checkpoint.load_state(b)["history"], checkpoint.load_state(c)["history"])] == [2, 2]
