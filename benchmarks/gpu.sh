@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-call GPU check: the benchmarks of benchmarks/README.md on one CUDA GPU, each section time-boxed so
-# that the whole call ends in about 6 minutes even if a section hangs. Prints one table per section and
-# keeps gpu.log and the tables in $OUT.
+# that the whole call ends in about 6 minutes even if a section hangs. Prints each section's tables, then
+# one table of the GPU targets (benchmarks/gpu_summary.py); keeps gpu.log and the tables in $OUT.
 # Usage, from the repository root of a machine with a CUDA build of PyTorch:
 #   VAELAB_DATA=/path/to/mnist bash benchmarks/gpu.sh        (no install needed: runs from src/)
 # SMOKE=1 DEVICE=cpu checks the script's mechanics in a minute (tiny steps; use a tiny MNIST).
@@ -49,12 +49,15 @@ boxed 110 $V versus "$RUNS/conv-fp32" "$RUNS/ddpm" --n $N --out "$RUNS/versus" -
 cp "$RUNS/versus/comparison.md" "$OUT/" 2>/dev/null
 
 section "5. the beta sweep through the real runner, 1 epoch, no evaluation: --together never vs always"
+times="{"
 for mode in never always; do
   start=$EPOCHREALTIME
   boxed 75 $V sweep beta --set train.epochs=1 --set train.device="$DEVICE" --no-evaluate --together $mode \
     --out "$RUNS/sweep-$mode" 2>&1 | tail -3
-  echo "--together $mode: $(since "$start") s"
+  took=$(since "$start"); echo "--together $mode: $took s"
+  times="$times\"$mode\": $took,"
 done
+echo "${times%,}}" > "$OUT/sweep_times.json"
 
-section "tables"
-cat "$OUT"/train.md "$OUT"/stacked_*.md "$OUT"/comparison.md 2>/dev/null
+section "the targets (also in $OUT/summary.md)"
+"$PY" benchmarks/gpu_summary.py "$OUT" "$RUNS"
