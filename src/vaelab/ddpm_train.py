@@ -29,7 +29,7 @@ from .interrupt import Guard
 from .models.unet import UNet, parse_widths
 from .runs import pick_device, trained_config
 from .steps import make_optimizer
-from .train import batch_sizes, check_finite, epoch_order, save_epoch
+from .train import batch_sizes, check_finite, epoch_order, restore_rng, save_epoch
 
 EMA_PREFIX = "ema."
 EVAL_SEED, EVAL_IMAGES = 20240602, 2000  # fixed test images, steps and noise: test_mse is comparable across epochs
@@ -217,9 +217,7 @@ def restore(run_dir: Path, model, ema: EMA, opt, device: torch.device) -> tuple[
         ema.shadow[k].copy_(v)
     ema.updates = int(state["ema_updates"])
     opt.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng_cpu"])
-    if device.type == "cuda" and "rng_cuda" in state:
-        torch.cuda.set_rng_state(state["rng_cuda"], device)
+    restore_rng(state, device)
     return state["epoch"], list(state["history"]), float(state.get("seconds", 0.0))
 
 

@@ -26,14 +26,14 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from .config import RunConfig, to_dict
-from .data import MNIST, to_unit
+from .data import MNIST
 from .errors import RunError, VaelabError
 from .interrupt import Guard
 from .losses import stacked_elbo_terms
 from .models.vae import build_vae
 from .runs import pick_device
 from .steps import Compute, graphs_wanted, load_optimizer_state, make_optimizer, step_function
-from .train import batch_sizes, epoch_order, save_epoch, test_images, train_epoch
+from .train import batch_images, batch_sizes, epoch_order, restore_rng, save_epoch, test_images, train_epoch
 
 
 class StackedVAEs(nn.Module):
@@ -91,10 +91,10 @@ def check_group(cfgs: list[RunConfig]) -> None:
 
 
 def _forward(stacked: StackedVAEs, x: torch.Tensor, bf16: bool = False):
-    """Stacked forward (under bf16 autocast if asked) -> float32 logits, x, mu, logvar for the loss."""
+    """Stacked forward (under bf16 autocast if asked) -> float32 logits, mu, logvar for the loss."""
     with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
         logits, mu, logvar = stacked(x)
-    return logits.float(), x, mu.float(), logvar.float()
+    return logits.float(), mu.float(), logvar.float()
 
 
 @torch.no_grad()
@@ -103,7 +103,8 @@ def stacked_elbo_on(stacked: StackedVAEs, x: torch.Tensor, betas: torch.Tensor, 
     sums = torch.zeros(stacked.k, 3, device=x.device, dtype=torch.float64)
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
-        t = stacked_elbo_terms(*_forward(stacked, xb), betas)
+        logits, mu, logvar = _forward(stacked, xb)
+        t = stacked_elbo_terms(logits, xb, mu, logvar, betas)
         sums += torch.stack([t.loss, t.recon, t.kl], 1).double() * len(xb)
     return sums / len(x)
 
@@ -111,10 +112,9 @@ def stacked_elbo_on(stacked: StackedVAEs, x: torch.Tensor, betas: torch.Tensor, 
 def stacked_compute(stacked: StackedVAEs, x_train: torch.Tensor, tc, betas: torch.Tensor) -> Compute:
     """train.vae_compute for K models: (sum of the K losses, record (K, 3) of loss, recon, kl)."""
     def compute(idx: torch.Tensor):
-        x = to_unit(x_train[idx])  # (B, 1, 28, 28) float in [0, 1]
-        if tc.binarize:
-            x = torch.bernoulli(x)
-        terms = stacked_elbo_terms(*_forward(stacked, x, tc.precision == "bf16"), betas)  # each (K,)
+        x = batch_images(x_train, idx, tc.binarize)  # (B, 1, 28, 28)
+        logits, mu, logvar = _forward(stacked, x, tc.precision == "bf16")  # (K, B, ...)
+        terms = stacked_elbo_terms(logits, x, mu, logvar, betas)  # each (K,)
         # the models share no parameter, so the sum's gradient is each model's own
         return terms.loss.sum(), torch.stack([terms.loss.detach(), terms.recon.detach(), terms.kl.detach()], 1)
     return compute
@@ -131,9 +131,7 @@ def restore_group(run_dirs: list[Path], stacked: StackedVAEs, opt, device) -> tu
     if len(epochs) != 1:
         raise RunError(f"the runs stand at different epochs ({sorted(epochs)}); resume them one by one")
     load_optimizer_state(opt, stack_optimizer_states([s["optimizer"] for s in states]))
-    torch.set_rng_state(states[0]["rng_cpu"])
-    if device.type == "cuda" and "rng_cuda" in states[0]:
-        torch.cuda.set_rng_state(states[0]["rng_cuda"], device)
+    restore_rng(states[0], device)  # the same in every run of the group
     return states[0]["epoch"], [list(s["history"]) for s in states], [float(s.get("seconds", 0.0)) for s in states]
 
 

@@ -56,15 +56,20 @@ def elbo_on(model: VAE, x: torch.Tensor, beta: float, batch: int = 1000) -> dict
     return {"loss": loss, "neg_elbo": recon + kl, "recon": recon, "kl": kl}
 
 
+def restore_rng(state: dict, device: torch.device) -> None:
+    """Put back the RNG states a checkpoint saved (CPU, and CUDA where the run used it)."""
+    torch.set_rng_state(state["rng_cpu"])
+    if device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"], device)
+
+
 def restore(run_dir: Path, model: VAE, opt, device: torch.device) -> tuple[int, list, float]:
     """Load weights, optimizer and RNG states of the last completed epoch: (epoch, history, seconds)."""
     checkpoint.recover(run_dir)
     state = checkpoint.load_state(run_dir)
     model.load_state_dict(checkpoint.load_weights(run_dir / checkpoint.WEIGHTS, model.state_dict()))
     load_optimizer_state(opt, state["optimizer"])
-    torch.set_rng_state(state["rng_cpu"])
-    if device.type == "cuda" and "rng_cuda" in state:
-        torch.cuda.set_rng_state(state["rng_cuda"], device)
+    restore_rng(state, device)
     return state["epoch"], list(state["history"]), float(state.get("seconds", 0.0))
 
 
@@ -98,12 +103,16 @@ def save_epoch(guard: Guard, run_dir: Path, weights: dict, opt_state: dict, hist
         checkpoint.write_metrics(run_dir, history)
 
 
+def batch_images(x_train: torch.Tensor, idx: torch.Tensor, binarize: bool) -> torch.Tensor:
+    """The batch x_train[idx] as floats in [0, 1] (B, 1, 28, 28); with binarize, a fresh Bernoulli draw."""
+    x = to_unit(x_train[idx])
+    return torch.bernoulli(x) if binarize else x
+
+
 def vae_compute(model: VAE, x_train: torch.Tensor, tc) -> Compute:
     """The report's loss on the batch x_train[idx]: (loss to minimise, record [loss, recon, kl])."""
     def compute(idx: torch.Tensor):
-        x = to_unit(x_train[idx])  # (B, 1, 28, 28) float in [0, 1]
-        if tc.binarize:
-            x = torch.bernoulli(x)
+        x = batch_images(x_train, idx, tc.binarize)
         with torch.autocast(x.device.type, torch.bfloat16, enabled=tc.precision == "bf16", cache_enabled=False):
             out = model(x)
         terms = elbo_terms(out.logits.float(), x, out.mu.float(), out.logvar.float(), tc.beta)
