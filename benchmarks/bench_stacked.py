@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from vaelab.config import TrainConfig
-from vaelab.models.vae import build_vae
-from vaelab.stacked import StackedVAEs, stacked_compute
-from vaelab.steps import graphs_wanted, make_optimizer, step_function
-from vaelab.train import train_epoch, vae_compute
+from vaelab.vae.models import build_vae
+from vaelab.vae.stacked import StackedVAEs, stacked_compute
+from vaelab.engine.steps import graphs_wanted, make_optimizer, step_function
+from vaelab.vae.train import train_epoch, vae_compute
 
 BETAS = (0.2, 0.5, 1.0, 2.0, 5.0)
 MODELS = {"conv 32-64-128 z10": ("conv", "32-64-128", 10), "dense 256-512 z5": ("dense", "256-512", 5)}

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vaelab.sweep import configs, load_spec, run_sweep
+from vaelab.studies.sweep import configs, load_spec, run_sweep
 
 
 def timed_sweep(spec, jobs: int, data_dir, overrides) -> float:

@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from vaelab.config import TrainConfig
-from vaelab.models.vae import build_vae
-from vaelab.steps import graphs_wanted, make_optimizer, step_function
-from vaelab.train import train_epoch, vae_compute
+from vaelab.vae.models import build_vae
+from vaelab.engine.steps import graphs_wanted, make_optimizer, step_function
+from vaelab.vae.train import train_epoch, vae_compute
 
 MODELS = {"dense 256-512 z5": ("dense", "256-512", 5), "conv 32-64-128 z10": ("conv", "32-64-128", 10)}
 

@@ -19,9 +19,9 @@ import numpy as np
 from sklearn.manifold import TSNE, trustworthiness
 from sklearn.neighbors import KNeighborsClassifier
 
-from vaelab.data import load
-from vaelab.figures import TSNE_SETTINGS, encode_mu
-from vaelab.runs import open_vae
+from vaelab.data.images import load
+from vaelab.vae.figures import TSNE_SETTINGS, encode_mu
+from vaelab.engine.runs import open_vae
 
 VARIANTS = {
     "report: sklearn, random init, 1000 iterations": dict(init="random", max_iter=1000),

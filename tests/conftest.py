@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab import idx
+from vaelab.data import idx
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,9 @@ import pickle
 import pytest
 import torch
 
-from vaelab import checkpoint
+from vaelab.engine import checkpoint
 from vaelab.errors import RunError
-from vaelab.models.vae import build_vae
+from vaelab.vae.models import build_vae
 
 
 def save_epoch(run, model, epoch):

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from conftest import write_mnist
-from vaelab import checkpoint
-from vaelab.cli import main
+from vaelab.engine import checkpoint
+from vaelab.cli.main import main
 from vaelab.config import load_json
-from vaelab.data import load
-from vaelab.ddpm_figures import generate
-from vaelab.ddpm_train import (EMA, PROFILES, DDPMConfig, open_ddpm, profile_config, train_ddpm)
+from vaelab.data.images import load
+from vaelab.diffusion.figures import generate
+from vaelab.diffusion.train import (EMA, PROFILES, DDPMConfig, open_ddpm, profile_config, train_ddpm)
 from vaelab.errors import TrainingDiverged, VaelabError
-from vaelab.runs import prepare_new, write_config
+from vaelab.engine.runs import prepare_new, write_config
 
 TINY = ["--widths", "4-8", "--timesteps", "50", "--batch-size", "64", "--device", "cpu"]
 
@@ -82,7 +82,7 @@ def test_cli_resume_extends_the_run(trained, tiny_data, capsys, tmp_path):
 
 
 def test_nan_loss_stops_training_and_keeps_no_bad_checkpoint(tmp_path, tiny_mnist, monkeypatch):
-    import vaelab.ddpm_train as dt
+    import vaelab.diffusion.train as dt
 
     monkeypatch.setattr(dt.F, "mse_loss", lambda a, b, **kw: (a - b).pow(2).mean() * float("nan"))
     cfg = profile_config("quick", {"model.widths": "4-8", "schedule.timesteps": 50, "train.device": "cpu",

@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaelab.diffusion import (SAMPLERS, NoiseSchedule, ddim_step, ddpm_step, full_steps, sample_loop,
+from vaelab.diffusion.schedule import (SAMPLERS, NoiseSchedule, ddim_step, ddpm_step, full_steps, sample_loop,
                               spaced_steps)
 from vaelab.errors import VaelabError
-from vaelab.models.unet import UNet
+from vaelab.diffusion.unet import UNet
 
 S = NoiseSchedule("linear", 1000, 1e-4, 0.02)
 

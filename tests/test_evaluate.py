@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaelab import cli, evaluate
-from vaelab.classifier import LeNet, ReferenceClassifier
+from vaelab.cli import main as cli
+from vaelab.metrics import evaluate
+from vaelab.metrics.classifier import LeNet, ReferenceClassifier
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
-from vaelab.data import MNIST, to_unit
+from vaelab.data.images import MNIST, to_unit
 from vaelab.errors import RunError
-from vaelab.models.vae import build_vae
-from vaelab.runs import prepare_new, write_config
-from vaelab.train import train_vae
+from vaelab.vae.models import build_vae
+from vaelab.engine.runs import prepare_new, write_config
+from vaelab.vae.train import train_vae
 
 torch.set_num_threads(1)
 TINY = evaluate.Settings(test_images=100, iwae_k=5, iwae_images=20, n_samples=64, n_ref=64, probe_train=200)
@@ -185,7 +186,7 @@ def test_evaluate_help_states_costs(capsys):
 @pytest.mark.slow
 def test_real_cli_quick_evaluation_of_a_trained_vae(tmp_path, capsys):
     """Train a dense VAE on real MNIST for one epoch, evaluate it with the real (cached) classifier."""
-    from vaelab import data
+    from vaelab.data import images as data
 
     if not data.complete(Path(REAL_MNIST)):
         pytest.skip("real MNIST not available (set VAELAB_DATA)")

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from vaelab import checkpoint
+from vaelab.engine import checkpoint
 
 TRAIN = ["train", "--model", "dense", "--arch", "16-32", "--latent-dim", "2", "--batch-size", "32",
          "--device", "cpu"]
@@ -110,9 +110,9 @@ def test_sigint_sigterm_keep_last_epoch(tmp_path, tiny_mnist, sig, code):
 
 def test_disk_full_keeps_previous_checkpoint(tmp_path, tiny_mnist, monkeypatch):
     from vaelab.config import ModelConfig, RunConfig, TrainConfig
-    from vaelab.data import load
-    from vaelab.runs import prepare_new, write_config
-    from vaelab.train import train_vae
+    from vaelab.data.images import load
+    from vaelab.engine.runs import prepare_new, write_config
+    from vaelab.vae.train import train_vae
 
     cfg = RunConfig(model=ModelConfig("dense", "16-32", 2), train=TrainConfig(epochs=2, batch_size=64, device="cpu"))
     run_dir = tmp_path / "r"

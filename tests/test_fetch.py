@@ -9,7 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from vaelab import data, fetch, idx
+from vaelab.data import images as data
+from vaelab.data import sources as fetch
+from vaelab.data import idx
 from vaelab.errors import DataError
 
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaelab.cli import main
+from vaelab.cli.main import main
 from vaelab.errors import VaelabError
-from vaelab.sweep import parse_spec
+from vaelab.studies.sweep import parse_spec
 
 OPTIONS = ["--model", "--arch", "--latent-dim", "--beta", "--epochs", "--batch-size", "--lr", "--seed",
            "--device", "--out", "--resume", "--binarize", "--data-dir", "--jobs", "--set", "--list", "--seed",
@@ -63,7 +63,7 @@ def test_sweep_specs_fail_cleanly(parts):
 
 def test_fuzzer_can_see_a_failure():
     """The property above would catch a bug: an unexpected exception is reported as internal error."""
-    import vaelab.commands.vae as V
+    import vaelab.cli.vae as V
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(V, "cmd_train", lambda args: 1 / 0)

@@ -5,7 +5,8 @@ import gzip
 import numpy as np
 import pytest
 
-from vaelab import data, idx
+from vaelab.data import images as data
+from vaelab.data import idx
 from vaelab.errors import DataError
 
 

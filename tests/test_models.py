@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vaelab.errors import VaelabError
-from vaelab.models.vae import CONV_ARCHS, DENSE_ARCHS, build_vae, count_parameters
+from vaelab.vae.models import CONV_ARCHS, DENSE_ARCHS, build_vae, count_parameters
 
 
 def test_report_parameter_counts():

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab import classifier, quality
-from vaelab.classifier import LeNet, ReferenceClassifier
-from vaelab.data import MNIST
+from vaelab.metrics import classifier
+from vaelab.metrics import quality
+from vaelab.metrics.classifier import LeNet, ReferenceClassifier
+from vaelab.data.images import MNIST
 from vaelab.errors import VaelabError
 
 torch.set_num_threads(1)
@@ -183,7 +184,7 @@ def test_classifier_cache_follows_vaelab_cache(monkeypatch, tmp_path):
 # ---------------------------------------------------------------- real MNIST (skipped without it)
 @pytest.fixture(scope="module")
 def mnist_real():
-    from vaelab import data
+    from vaelab.data import images as data
 
     if not data.complete(Path(REAL_MNIST)):
         pytest.skip("real MNIST not available (set VAELAB_DATA)")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vaelab import report, studies
+from vaelab.studies import report
+from vaelab.studies import tables as studies
 
 # Made-up results with a known answer: in the dense study 512-1024/latent 20 has the lowest -ELBO
 def fake_run(folder: Path, family, arch, latent, beta, seed, neg_elbo, fd):
@@ -84,7 +85,7 @@ def test_html_report_in_headless_browser(tmp_path):
 
 
 def test_best_vae_is_the_lowest_fd(tmp_path):
-    from vaelab.commands.report import best_vae
+    from vaelab.cli.report import best_vae
 
     make_reproduction(tmp_path)
     best = best_vae(tmp_path)

@@ -5,16 +5,16 @@ import dataclasses
 import pytest
 import torch
 
-from vaelab import checkpoint
+from vaelab.engine import checkpoint
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
-from vaelab.data import load
+from vaelab.data.images import load
 from vaelab.errors import VaelabError
-from vaelab.losses import elbo_terms, stacked_elbo_terms
-from vaelab.runs import prepare_new, write_config
-from vaelab.stacked import (StackedVAEs, check_group, split_optimizer_state, stack_optimizer_states,
+from vaelab.vae.losses import elbo_terms, stacked_elbo_terms
+from vaelab.engine.runs import prepare_new, write_config
+from vaelab.vae.stacked import (StackedVAEs, check_group, split_optimizer_state, stack_optimizer_states,
                             train_stacked)
-from vaelab.models.vae import build_vae
-from vaelab.train import train_vae
+from vaelab.vae.models import build_vae
+from vaelab.vae.train import train_vae
 
 BETAS = (0.5, 1.0, 4.0)
 
@@ -116,7 +116,7 @@ def test_runs_at_different_epochs_are_refused_together(tmp_path, tiny_mnist):
 
 
 def test_cli_train_together_refuses_what_it_cannot_stack(tmp_path, tiny_mnist, capsys):
-    from vaelab.cli import main
+    from vaelab.cli.main import main
 
     a, b, c = (prepared(tmp_path / n, cfg(beta=beta)) for n, beta in (("a", 1.0), ("b", 2.0), ("c", 3.0)))
     other = prepared(tmp_path / "other", cfg(latent=3))

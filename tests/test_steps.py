@@ -5,14 +5,14 @@ import dataclasses
 import pytest
 import torch
 
-from vaelab import checkpoint
+from vaelab.engine import checkpoint
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
-from vaelab.data import load
-from vaelab.models.vae import build_vae
-from vaelab.runs import prepare_new, write_config
-from vaelab.stacked import train_stacked
-from vaelab.steps import GraphedStep, eager, load_optimizer_state, make_optimizer, step_function
-from vaelab.train import train_vae, vae_compute
+from vaelab.data.images import load
+from vaelab.vae.models import build_vae
+from vaelab.engine.runs import prepare_new, write_config
+from vaelab.vae.stacked import train_stacked
+from vaelab.engine.steps import GraphedStep, eager, load_optimizer_state, make_optimizer, step_function
+from vaelab.vae.train import train_vae, vae_compute
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from vaelab.errors import VaelabError
-from vaelab.sweep import SweepLock, builtin_specs, configs, load_spec, parse_spec, run_sweep
+from vaelab.studies.sweep import SweepLock, builtin_specs, configs, load_spec, parse_spec, run_sweep
 
 TINY = """
 name = "tiny"
@@ -48,7 +48,7 @@ def test_bad_specs(text, msg):
 
 def test_names_stay_inside_the_output_folder():
     from vaelab.config import RunConfig
-    from vaelab.sweep import run_name
+    from vaelab.studies.sweep import run_name
 
     for hostile in ("../../etc", "/abs/path", "..", "a/b"):
         name = run_name(RunConfig(), {"train.device": hostile})
@@ -126,7 +126,7 @@ def test_a_family_alone_means_the_reports_model_of_that_family():
 @pytest.mark.parametrize("together", ["always", "never"])
 def test_each_run_is_evaluated_after_training_and_a_failed_evaluation_fails_only_its_run(
         tmp_path, tiny_mnist, monkeypatch, together):
-    import vaelab.sweep as sweep_mod
+    import vaelab.studies.sweep as sweep_mod
 
     def fake_evaluate(run_dir, evaluate, data):  # metrics.json for every run but beta 2, which fails
         code = "import sys, pathlib; r = pathlib.Path(sys.argv[1]); " \

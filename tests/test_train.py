@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from vaelab import checkpoint
+from vaelab.engine import checkpoint
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
-from vaelab.data import load
+from vaelab.data.images import load
 from vaelab.errors import RunError, TrainingDiverged
-from vaelab.runs import open_vae, prepare_new, write_config
-from vaelab.train import train_vae
+from vaelab.engine.runs import open_vae, prepare_new, write_config
+from vaelab.vae.train import train_vae
 
 TINY = RunConfig(model=ModelConfig("dense", "32-64", 2), train=TrainConfig(epochs=3, batch_size=64, device="cpu"))
 
@@ -63,7 +63,7 @@ def test_nan_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path, tiny_mnist
     run = tmp_path / "r"
     train(run, data, dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, epochs=1)))
     before = (run / checkpoint.WEIGHTS).read_bytes()
-    import vaelab.train as T
+    import vaelab.vae.train as T
 
     calls = {"n": 0}
     real = T.elbo_terms

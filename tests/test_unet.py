@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vaelab.errors import VaelabError
-from vaelab.models.unet import SinusoidalPositionEmbeddings, UNet, count_parameters, parse_widths
+from vaelab.diffusion.unet import SinusoidalPositionEmbeddings, UNet, count_parameters, parse_widths
 
 ANNEX_PARAMETERS = 2_495_457  # counted from the annex's code below, and printed by the test
 
@@ -121,7 +121,7 @@ def test_impossible_widths_are_refused(bad):
 
 def test_tiny_unet_overfits_one_batch():
     """The DDPM objective on one fixed batch (x0, t, eps): a tiny UNet drives the MSE far below 1."""
-    from vaelab.diffusion import NoiseSchedule
+    from vaelab.diffusion.schedule import NoiseSchedule
 
     torch.manual_seed(0)
     net, s = UNet("8-16", time_emb_dim=16), NoiseSchedule()

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from vaelab.cli import main
-from vaelab.data import load
-from vaelab.evaluate import QUICK, evaluate_path, settings_with
-from vaelab.versus import DDPM_SAMPLERS, compare, write
+from vaelab.cli.main import main
+from vaelab.data.images import load
+from vaelab.metrics.evaluate import QUICK, evaluate_path, settings_with
+from vaelab.studies.versus import DDPM_SAMPLERS, compare, write
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import VaelabError
+from vaelab.errors import VaelabError
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise VaelabError when the architecture or latent size is impossible."""
-        from .models.vae import check_arch  # local: config must stay importable without torch
+        from vaelab.vae.models import check_arch  # local: config must stay importable without torch
 
         if self.latent_dim < 1:
             raise VaelabError(f"latent_dim must be >= 1 (got {self.latent_dim})")

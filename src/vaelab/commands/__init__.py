@@ -1,1 +1,0 @@
-"""CLI subcommands, one module per family; each exposes register(subparsers)."""

@@ -1,0 +1,110 @@
+"""Run folders: create one with its config, open one and rebuild its model from the saved weights."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaelab import __version__
+from vaelab.engine import checkpoint
+from vaelab.config import RunConfig, load_json, to_dict
+from vaelab.errors import RunError, VaelabError
+from vaelab.vae.models import VAE, build_vae
+
+CONFIG = "config.json"
+
+
+def versions() -> dict:
+    """Versions that a run's numbers depend on, saved beside its config."""
+    return {"vaelab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' means CUDA when present, else CPU; an unavailable device is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VaelabError(f"device {name!r} asked for, but PyTorch sees no CUDA GPU here")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise VaelabError("device 'mps' asked for, but it is not available here")
+    return torch.device(name)
+
+
+def write_config(run_dir: Path, cfg, extra_meta: dict | None = None) -> None:
+    """config.json: the full config plus a `meta` block (versions, time, command) for people."""
+    meta = {**versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": " ".join(sys.argv), **(extra_meta or {})}
+    checkpoint.atomic_write_text(run_dir / CONFIG, json.dumps({**to_dict(cfg), "meta": meta}, indent=2) + "\n")
+
+
+def prepare_new(run_dir: Path) -> None:
+    """Create `run_dir` for a new run, refusing to touch a folder that already holds a run."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir} exists and is not a folder")
+    if (run_dir / CONFIG).exists() or (run_dir / checkpoint.STATE).exists():
+        raise RunError(f"{run_dir} already holds a run; use --resume to continue it, or choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create {run_dir}: {e.strerror or e}") from None
+
+
+def read_kind(run_dir: Path) -> str:
+    """The `kind` of the run in `run_dir` ('vae' or 'ddpm'); RunError if it is no run folder."""
+    path = Path(run_dir) / CONFIG
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir} is not a folder")
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a vaelab run folder (no {CONFIG})")
+    try:
+        kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
+        raise RunError(f"{path} is not valid JSON") from None
+    if kind not in ("vae", "ddpm"):
+        raise RunError(f"{path} does not describe a vaelab run (kind {kind!r})")
+    return kind
+
+
+@dataclass
+class VAERun:
+    """An opened VAE run folder: its config, history and trained model."""
+
+    path: Path
+    cfg: RunConfig
+    model: VAE
+    history: list[dict]
+    device: torch.device
+
+
+def trained_config(run_dir: Path, kind: str, cls: type):
+    """The validated config of a trained run of `kind`, its checkpoint recovered; RunError otherwise."""
+    found = read_kind(run_dir)
+    if found != kind:
+        raise RunError(f"{run_dir} holds a {found.upper()} run, not a {kind.upper()}")
+    try:
+        cfg = load_json(run_dir / CONFIG, cls)
+    except VaelabError as e:
+        raise RunError(str(e)) from None
+    if not (run_dir / checkpoint.WEIGHTS).exists():
+        raise RunError(f"{run_dir} has no trained weights yet ({checkpoint.WEIGHTS} missing)")
+    checkpoint.recover(run_dir)
+    return cfg
+
+
+def open_vae(run_dir, device: str = "auto") -> VAERun:
+    """Open a trained VAE run: validate config.json, rebuild the model, load and check its weights."""
+    run_dir = Path(run_dir)
+    cfg = trained_config(run_dir, "vae", RunConfig)
+    dev = pick_device(device)
+    model = build_vae(cfg.model.family, cfg.model.arch, cfg.model.latent_dim)
+    model.load_state_dict(checkpoint.load_weights(run_dir / checkpoint.WEIGHTS, model.state_dict()))
+    history = checkpoint.load_state(run_dir).get("history", [])
+    return VAERun(run_dir, cfg, model.to(dev).eval(), history, dev)

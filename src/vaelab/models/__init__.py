@@ -1,1 +1,0 @@
-"""Networks: pure nn.Modules, no training or schedule logic."""

@@ -1,0 +1,183 @@
+"""The reproduction report: study folders -> DIR/REPORT.md and a self-contained DIR/report.html.
+
+Reads saved results only (studies.py); the figures of the chosen models are drawn from their saved
+weights by figures.py. Every image of the HTML is embedded as a data URI, so the file can be mailed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vaelab import plots
+from vaelab.studies import tables as studies
+from vaelab.engine.checkpoint import atomic_write_text
+
+TITLES = {"dense": "Dense VAEs: latent size x hidden sizes (report 2.6)",
+          "conv": "Convolutional VAEs: latent size x architecture (report 3.3)",
+          "beta": "The effect of beta (report 4)"}
+
+
+def curve_figure(rows: list[studies.Row], metric: str, ylabel: str, title: str, path: Path) -> Path:
+    """A metric against latent size (log axis), one line per architecture, error bars over seeds."""
+    fig, ax = plots.plt.subplots(figsize=(6.5, 4))
+    for arch in dict.fromkeys(r.arch for r in rows):
+        pts = [(r.latent, r.mean(metric), r.spread(metric) or 0.0) for r in rows if r.arch == arch
+               and r.mean(metric) is not None]
+        if pts:
+            x, y, e = map(np.array, zip(*pts))
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=f"{rows[0].family} {arch}")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({r.latent for r in rows}), labels=[str(v) for v in sorted({r.latent for r in rows})])
+    ax.set_xlabel("latent size")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return plots.save(fig, path)
+
+
+def rate_distortion(rows: list[studies.Row], path: Path) -> Path:
+    """KL (rate) against reconstruction (distortion), one point per beta."""
+    fig, ax = plots.plt.subplots(figsize=(6, 4.2))
+    pts = [(r.mean("recon"), r.mean("kl"), r.beta) for r in rows if r.mean("recon") is not None]
+    for recon, kl, beta in pts:
+        ax.scatter(recon, kl, s=40)
+        ax.annotate(f"beta {beta:g}", (recon, kl), textcoords="offset points", xytext=(6, 4))
+    ax.plot([p[0] for p in sorted(pts)], [p[1] for p in sorted(pts)], alpha=0.4)
+    ax.set_xlabel("distortion: reconstruction -log p(x|z), nats per image")
+    ax.set_ylabel("rate: KL(q(z|x) || p(z)), nats per image")
+    ax.set_title("Rate-distortion of the beta study (test set)")
+    ax.grid(alpha=0.3)
+    return plots.save(fig, path)
+
+
+def model_figures(run_dir: Path, data, with_latent: bool = True) -> list[Path]:
+    """The report's figures (samples, latent space, interpolation) for one run, drawn from its weights."""
+    from vaelab.vae import figures
+    from vaelab.engine.runs import open_vae
+
+    run = open_vae(run_dir, "cpu")
+    paths = [figures.samples(run), figures.reconstructions(run, data)]
+    if with_latent:
+        paths.append(figures.latent(run, data)[0])
+    paths.append(figures.interpolation(run, data))
+    return paths
+
+
+def study_section(study: str, sweep_dir: Path, fig_dir: Path, data) -> dict:
+    """Table, curves, verdict and figures of one study; a dict the writers turn into Markdown/HTML."""
+    rows = studies.collect(sweep_dir)
+    header, body = studies.table(rows)
+    images = []
+    if study == "beta":
+        images.append(("Rate-distortion: one point per beta", rate_distortion(rows, fig_dir / "beta_rate_distortion.png")))
+        for r in sorted(rows, key=lambda r: r.beta):
+            if data is not None and (r.runs[0] / "model.safetensors").exists():
+                smp, rec = model_figures(r.runs[0], data, with_latent=False)[:2]
+                images += [(f"beta {r.beta:g}: reconstructions", rec), (f"beta {r.beta:g}: samples", smp)]
+    else:
+        images.append(("Test -ELBO against latent size",
+                       curve_figure(rows, "neg_elbo", "test -ELBO (nats per image)", f"{study}: -ELBO",
+                                    fig_dir / f"{study}_elbo.png")))
+        if any(r.mean("fd_lenet") is not None for r in rows):
+            images.append(("FD-LeNet of samples against latent size",
+                           curve_figure(rows, "fd_lenet", "FD-LeNet (lower is better)", f"{study}: FD-LeNet",
+                                        fig_dir / f"{study}_fd.png")))
+        arch, latent, beta = studies.REPORT_CHOICE[study]
+        chosen = next((r for r in rows if r.key == (arch, latent, beta)), None)
+        if chosen is not None and data is not None and (chosen.runs[0] / "model.safetensors").exists():
+            names = ["samples", "reconstructions", "latent space", "interpolation"]
+            for name, p in zip(names, model_figures(chosen.runs[0], data)):
+                images.append((f"The report's choice ({studies.label(chosen)}): {name}", p))
+    return {"study": study, "title": TITLES[study], "header": header, "body": body,
+            "verdict": studies.verdict(study, rows), "images": images, "runs": sum(len(r.runs) for r in rows)}
+
+
+def markdown(sections: list[dict], extra: list[str], out: Path, intro: str) -> str:
+    """REPORT.md: tables as Markdown, images as relative links."""
+    lines = ["# vaelab reproduction report", "", intro, ""]
+    for s in sections:
+        lines += [f"## {s['title']}", "", f"**Verdict.** {s['verdict']}", ""]
+        lines += ["| " + " | ".join(s["header"]) + " |", "|" + "---|" * len(s["header"])]
+        lines += ["| " + " | ".join(row) + " |" for row in s["body"]]
+        lines.append("")
+        for caption, p in s["images"]:
+            lines += [f"![{caption}]({Path(p).relative_to(out) if Path(p).is_relative_to(out) else p})", f"*{caption}*", ""]
+    return "\n".join(lines + extra) + "\n"
+
+
+def data_uri(path: Path) -> str:
+    """A PNG as a data: URI (the HTML carries its images)."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3}td:first-child{text-align:left}figure{display:inline-block;margin:.5em;vertical-align:top}
+figure img{max-width:520px}figcaption{font-size:13px;color:#555}.verdict{background:#f6f8ff;padding:.6em 1em;
+border-left:4px solid #4a6cf7}"""
+# Checks, in the page itself, that every image decoded; the browser test reads the result from the DOM.
+CHECK = """<script>window.addEventListener('load',function(){var imgs=document.images,ok=0;
+for(var i=0;i<imgs.length;i++){if(imgs[i].complete&&imgs[i].naturalWidth>0){ok++;}
+else{console.error('image failed: '+imgs[i].alt);}}document.body.setAttribute('data-images',ok+'/'+imgs.length);});
+</script>"""
+
+
+def to_html(sections: list[dict], intro: str, extra_html: str = "") -> str:
+    """report.html: one self-contained page."""
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>vaelab report</title><style>{CSS}</style>"
+             f"</head><body><h1>vaelab reproduction report</h1><p>{e(intro)}</p>"]
+    for s in sections:
+        parts.append(f"<h2>{e(s['title'])}</h2><p class='verdict'><b>Verdict.</b> {e(s['verdict'])}</p><table><tr>"
+                     + "".join(f"<th>{e(h)}</th>" for h in s["header"]) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in s["body"]]
+        parts.append("</table>")
+        parts += [f"<figure><img src='{data_uri(p)}' alt='{e(c)}'><figcaption>{e(c)}</figcaption></figure>"
+                  for c, p in s["images"]]
+    parts.append(extra_html + CHECK + "</body></html>")
+    return "".join(parts)
+
+
+def versus_section(folder: Path) -> tuple[list[str], str]:
+    """The VAE-against-DDPM section (from `vaelab versus` output in `folder`), as Markdown lines and HTML."""
+    md, png = folder / "comparison.md", folder / "comparison.png"
+    if not md.is_file():
+        return [], ""
+    text = md.read_text()
+    title = "VAE against DDPM (the report's proposed comparison)"
+    lines = [f"## {title}", "", text, f"![samples side by side]({png.relative_to(folder.parent)})", ""]
+    intro, _, table_md = text.partition("\n\n")
+    rows = [r.strip("|").split("|") for r in table_md.strip().splitlines() if r.startswith("|") and "---" not in r]
+    cells = "".join("<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c.strip())}</{'th' if i == 0 else 'td'}>"
+                                     for c in r) + "</tr>" for i, r in enumerate(rows))
+    page = (f"<h2>{title}</h2><p>{html.escape(intro)}</p><table>{cells}</table>"
+            f"<figure><img src='{data_uri(png)}' alt='VAE and DDPM samples'><figcaption>Samples side by side"
+            "</figcaption></figure>") if png.is_file() else ""
+    return lines, page
+
+
+def build(out: Path, data=None, profile_note: str = "", extra_md: list[str] | None = None,
+          extra_html: str = "") -> tuple[Path, Path]:
+    """Write REPORT.md and report.html for the study folders found under `out`; return their paths."""
+    out = Path(out)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    sections = [study_section(s, out / s, fig_dir, data) for s in ("dense", "conv", "beta") if (out / s).is_dir()]
+    intro = (f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {sum(s['runs'] for s in sections)} runs. "
+             f"{profile_note} Numbers are per test image; -ELBO, reconstruction and KL in nats; FD-LeNet is the "
+             "Frechet distance in the features of vaelab's own MNIST classifier (not FID); ± is the spread over seeds.")
+    versus_md, versus_html = versus_section(out / "ddpm")
+    extra_md, extra_html = (extra_md or []) + versus_md, extra_html + versus_html
+    md_path, html_path = out / "REPORT.md", out / "report.html"
+    atomic_write_text(md_path, markdown(sections, extra_md or [], out, intro))
+    atomic_write_text(html_path, to_html(sections, intro, extra_html))
+    atomic_write_text(out / "report.json", json.dumps([{k: v for k, v in s.items() if k != "images"}
+                                                       for s in sections], indent=1) + "\n")
+    return md_path, html_path

@@ -1,0 +1,182 @@
+"""Read the results of the report's studies from run folders and turn them into tables and verdicts.
+
+Nothing here trains or evaluates: it reads config.json, metrics.jsonl and metrics.json that the
+sweeps wrote, groups replicate seeds, and compares the configurations the way the report did,
+but with numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The report's own choices, to check the numbers against (sections 2.6, 3.3 and 4)
+REPORT_CHOICE = {"dense": ("256-512", 5, 1.0), "conv": ("32-64-128", 10, 1.0), "beta": ("32-64-128", 10, 1.0)}
+PARAMS = {}  # (family, arch, latent) -> parameter count, filled lazily
+
+
+def parameters(family: str, arch: str, latent: int) -> int:
+    """Parameter count of a configuration (built once on the CPU, cached)."""
+    key = (family, arch, latent)
+    if key not in PARAMS:
+        from vaelab.vae.models import build_vae, count_parameters
+
+        PARAMS[key] = count_parameters(build_vae(family, arch, latent))
+    return PARAMS[key]
+
+
+@dataclass
+class Row:
+    """One configuration of a study, its replicate seeds merged: each metric is a list over seeds."""
+
+    family: str
+    arch: str
+    latent: int
+    beta: float
+    runs: list[Path] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple:
+        return (self.arch, self.latent, self.beta)
+
+    def mean(self, name: str) -> float | None:
+        """Mean over seeds of a metric, or None where no run has it."""
+        v = self.values.get(name) or []
+        return statistics.fmean(v) if v else None
+
+    def spread(self, name: str) -> float | None:
+        """Standard deviation over seeds (None with fewer than two)."""
+        v = self.values.get(name) or []
+        return statistics.stdev(v) if len(v) > 1 else None
+
+
+def run_values(run_dir: Path) -> dict[str, float]:
+    """The numbers of one run folder that the report shows (missing metrics are simply absent)."""
+    out = {}
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    if history:
+        out["train_seconds"] = history[-1]["seconds"]
+        out["epochs"] = history[-1]["epoch"]
+        for k in ("neg_elbo", "recon", "kl"):
+            out[k] = history[-1][f"test_{k}"]  # overwritten below by the evaluation when there is one
+    mpath = run_dir / "metrics.json"
+    if mpath.is_file():
+        m = json.loads(mpath.read_text())
+        lik, sq, lat = m.get("likelihood", {}), m.get("sample_quality", {}), m.get("latent", {})
+        out.update({k: lik[k] for k in ("neg_elbo", "recon", "kl", "active_units") if k in lik})
+        if "iwae" in lik:
+            out["iwae_nll"] = lik["iwae"]["neg_log_likelihood"]
+        out.update({k: sq[k] for k in ("fd_lenet", "precision", "recall", "classifier_score") if k in sq})
+        out.update({k: lat[k] for k in ("knn_accuracy", "linear_probe_accuracy", "silhouette") if k in lat})
+    return out
+
+
+def collect(sweep_dir: Path) -> list[Row]:
+    """Rows of a sweep folder, one per (arch, latent, beta), seeds merged, in a stable order."""
+    rows: dict[tuple, Row] = {}
+    for run_dir in sorted(p for p in Path(sweep_dir).iterdir() if (p / "metrics.jsonl").is_file()):
+        cfg = json.loads((run_dir / "config.json").read_text())
+        m, t = cfg["model"], cfg["train"]
+        key = (m["family"], m["arch"], m["latent_dim"], t["beta"])
+        row = rows.setdefault(key, Row(*key))
+        row.runs.append(run_dir)
+        for name, value in run_values(run_dir).items():
+            row.values.setdefault(name, []).append(value)
+    order = lambda r: (r.family, parameters(r.family, r.arch, 2), r.latent, r.beta)  # noqa: E731
+    return sorted(rows.values(), key=order)
+
+
+COLUMNS = [  # (metric, header, format); lower is better unless marked in HIGHER
+    ("params", "parameters", "{:,.0f}"), ("neg_elbo", "test -ELBO", "{:.2f}"), ("recon", "recon", "{:.2f}"),
+    ("kl", "KL", "{:.2f}"), ("active_units", "active units", "{:.0f}"), ("fd_lenet", "FD-LeNet", "{:.2f}"),
+    ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("knn_accuracy", "k-NN acc.", "{:.3f}"),
+    ("train_seconds", "train s", "{:.0f}"),
+]
+HIGHER = {"precision", "recall", "knn_accuracy", "active_units"}
+
+
+def cell(row: Row, name: str, fmt: str) -> str:
+    """A table cell: the mean over seeds, with +/- the spread when there are replicates."""
+    if name == "params":
+        return fmt.format(parameters(row.family, row.arch, row.latent))
+    mean = row.mean(name)
+    if mean is None:
+        return "-"
+    sd = row.spread(name)
+    return fmt.format(mean) + (f" ± {fmt.format(sd)}" if sd is not None else "")
+
+
+def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of a study's table."""
+    header = ["model", "latent", "beta", "seeds"] + [h for _, h, _ in COLUMNS]
+    body = [[f"{r.family} {r.arch}", str(r.latent), f"{r.beta:g}", str(len(r.runs))]
+            + [cell(r, n, f) for n, _, f in COLUMNS] for r in rows]
+    return header, body
+
+
+def best(rows: list[Row], name: str) -> Row | None:
+    """The row with the best mean of a metric (lowest, or highest for HIGHER metrics)."""
+    scored = [r for r in rows if r.mean(name) is not None]
+    if not scored:
+        return None
+    return (max if name in HIGHER else min)(scored, key=lambda r: r.mean(name))
+
+
+def label(r: Row) -> str:
+    """'conv 32-64-128, latent 10' (+ beta where it is not 1)."""
+    return f"{r.family} {r.arch}, latent {r.latent}" + (f", beta {r.beta:g}" if r.beta != 1 else "")
+
+
+def describe_gap(choice: Row, top: Row, name: str, unit: str) -> str:
+    """'the best', or how far the report's choice is from the best on one metric, with the seed spread."""
+    if choice is top:
+        return "the best"
+    gap = abs(choice.mean(name) - top.mean(name))
+    sds = [s for s in (choice.spread(name), top.spread(name)) if s is not None]
+    noise = f" (seed spread about {max(sds):.2f})" if sds else " (one seed: no spread measured)"
+    return f"{gap:.2f} {unit} {'below' if name in HIGHER else 'above'} the best{noise}"
+
+
+def economical(rows: list[Row], name: str = "neg_elbo", tolerance: float = 0.02) -> Row | None:
+    """The smallest model whose metric is within `tolerance` (relative) of the best: the report's compromise."""
+    top = best(rows, name)
+    if top is None:
+        return None
+    near = [r for r in rows if r.mean(name) is not None and r.mean(name) <= top.mean(name) * (1 + tolerance)]
+    return min(near, key=lambda r: parameters(r.family, r.arch, r.latent))
+
+
+def verdict(study: str, rows: list[Row]) -> str:
+    """A short paragraph: what the numbers favour and whether the report's choice agrees."""
+    arch, latent, beta = REPORT_CHOICE[study]
+    choice = next((r for r in rows if r.key == (arch, latent, beta)), None)
+    top_elbo, top_fd = best(rows, "neg_elbo"), best(rows, "fd_lenet")
+    if top_elbo is None or choice is None:
+        return "Not enough finished runs for a verdict."
+    lines = [f"Lowest test -ELBO: {label(top_elbo)} ({top_elbo.mean('neg_elbo'):.2f} nats)."]
+    if top_fd is not None:
+        lines.append(f"Best samples by FD-LeNet: {label(top_fd)} ({top_fd.mean('fd_lenet'):.2f}).")
+    if study == "beta":
+        by_beta = sorted(rows, key=lambda r: r.beta)
+        trend = ", ".join(f"beta {r.beta:g}: recon {r.mean('recon'):.1f} / KL {r.mean('kl'):.1f}" for r in by_beta)
+        lines.append(f"Rate-distortion: {trend}; raising beta trades reconstruction for a smaller KL, as the "
+                     "report saw by eye.")
+        lines.append(f"The report's beta = 1 is {describe_gap(choice, top_elbo, 'neg_elbo', 'nats')} by -ELBO"
+                     + (f" and {describe_gap(choice, top_fd, 'fd_lenet', 'FD')} by FD-LeNet."
+                        if top_fd is not None and choice.mean('fd_lenet') is not None else "."))
+        agrees = choice is top_elbo or choice is top_fd
+    else:
+        eco = economical(rows)
+        lines.append(f"Smallest model within 2% of the best -ELBO: {label(eco)} "
+                     f"({parameters(eco.family, eco.arch, eco.latent):,} parameters, {eco.mean('neg_elbo'):.2f} nats).")
+        lines.append(f"The report's choice, {label(choice)} ({parameters(choice.family, choice.arch, choice.latent):,} "
+                     f"parameters), is {describe_gap(choice, top_elbo, 'neg_elbo', 'nats')} by -ELBO.")
+        agrees = choice in (top_elbo, eco, top_fd)
+        if not agrees and top_elbo.arch == choice.arch:
+            lines.append(f"They agree with the report on the architecture ({choice.family} {choice.arch}) but favour "
+                         f"latent {top_elbo.latent} over {choice.latent}.")
+    lines.append("Verdict: the numbers " + ("agree with" if agrees else "do not single out") + " the report's choice.")
+    return " ".join(lines)

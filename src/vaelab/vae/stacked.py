@@ -1,0 +1,183 @@
+"""Several VAEs that differ only in beta, trained together: one vmapped step for all of them.
+
+The beta study trains one architecture five times on the same batches with the same seed. Stacking
+the five models' parameters on a leading axis and running forward/backward once with torch.func.vmap
+turns five small steps into one wide one: on a GPU that removes most kernel-launch and Python cost
+(benchmarks/gpu.sh); on CPU, where the models already keep the cores busy, separate processes
+(`vaelab sweep --jobs`) do as well, so the sweep runner stacks only on CUDA unless told to.
+
+Equivalence: every model starts from the weights of `torch.manual_seed(seed)`, sees the same batches
+and, with randomness="same", the same reparameterisation noise, and Adam is elementwise; so model k
+follows the run that `vaelab train` would give it alone (equal up to float rounding; tested). Each
+model's checkpoint is an ordinary run folder: `vaelab train --resume` can continue any of them alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call, stack_module_state, vmap
+from tqdm.auto import tqdm
+
+from vaelab.engine import checkpoint
+from vaelab.config import RunConfig, to_dict
+from vaelab.data.images import MNIST
+from vaelab.errors import RunError, VaelabError
+from vaelab.engine.interrupt import Guard
+from vaelab.vae.losses import stacked_elbo_terms
+from vaelab.vae.models import build_vae
+from vaelab.engine.runs import pick_device
+from vaelab.engine.steps import Compute, graphs_wanted, load_optimizer_state, make_optimizer, step_function
+from vaelab.vae.train import batch_images, batch_sizes, epoch_order, restore_rng, save_epoch, test_images, train_epoch
+
+
+class StackedVAEs(nn.Module):
+    """K VAEs of one architecture as one module: parameters (K, ...) and a vmapped forward."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        params, _ = stack_module_state(models)  # the report's VAEs have no buffers
+        self.names = list(params)
+        self.stacked = nn.ParameterList(nn.Parameter(p) for p in params.values())
+        self._base = [copy.deepcopy(models[0]).to("meta")]  # a list: not registered as a submodule
+        self.k = len(models)
+
+    def forward(self, x: torch.Tensor):
+        """x (B, 1, 28, 28) -> logits (K, B, 1, 28, 28), mu and logvar (K, B, D)."""
+        def one(params, xb):
+            out = functional_call(self._base[0], dict(zip(self.names, params)), (xb,))
+            return out.logits, out.mu, out.logvar
+        return vmap(one, in_dims=(0, None), randomness="same")(tuple(self.stacked), x)
+
+    def weights(self, k: int) -> dict[str, torch.Tensor]:
+        """Model k's state_dict (the names and shapes of a single VAE)."""
+        return {n: p[k].detach().clone() for n, p in zip(self.names, self.stacked)}
+
+    def load(self, k: int, weights: dict[str, torch.Tensor]) -> None:
+        """Put a single VAE's weights into slot k."""
+        with torch.no_grad():
+            for n, p in zip(self.names, self.stacked):
+                p[k].copy_(weights[n])
+
+
+def split_optimizer_state(sd: dict, k: int) -> dict:
+    """The Adam state of model k alone, in the layout a single model's optimizer loads."""
+    state = {i: {key: (v.clone() if key == "step" else v[k].clone()) for key, v in s.items()}
+             for i, s in sd["state"].items()}
+    return {"state": state, "param_groups": copy.deepcopy(sd["param_groups"])}
+
+
+def stack_optimizer_states(sds: list[dict]) -> dict:
+    """The inverse of split_optimizer_state: K single-model Adam states -> one stacked state."""
+    first = sds[0]
+    state = {i: {key: (v if key == "step" else torch.stack([sd["state"][i][key] for sd in sds]))
+                 for key, v in s.items()} for i, s in first["state"].items()}
+    return {"state": state, "param_groups": copy.deepcopy(first["param_groups"])}
+
+
+def check_group(cfgs: list[RunConfig]) -> None:
+    """VaelabError unless the configs are the same but for train.beta (what stacking assumes)."""
+    def without_beta(c):
+        d = to_dict(c)
+        d["train"].pop("beta")
+        return d
+    if len(cfgs) < 1 or any(without_beta(c) != without_beta(cfgs[0]) for c in cfgs[1:]):
+        raise VaelabError("runs trained together must share every setting but train.beta")
+
+
+def _forward(stacked: StackedVAEs, x: torch.Tensor, bf16: bool = False):
+    """Stacked forward (under bf16 autocast if asked) -> float32 logits, mu, logvar for the loss."""
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
+        logits, mu, logvar = stacked(x)
+    return logits.float(), mu.float(), logvar.float()
+
+
+@torch.no_grad()
+def stacked_elbo_on(stacked: StackedVAEs, x: torch.Tensor, betas: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    """train.elbo_on for every model: (K, 3) per-image loss, recon, kl over `x` (one z per image)."""
+    sums = torch.zeros(stacked.k, 3, device=x.device, dtype=torch.float64)
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        logits, mu, logvar = _forward(stacked, xb)
+        t = stacked_elbo_terms(logits, xb, mu, logvar, betas)
+        sums += torch.stack([t.loss, t.recon, t.kl], 1).double() * len(xb)
+    return sums / len(x)
+
+
+def stacked_compute(stacked: StackedVAEs, x_train: torch.Tensor, tc, betas: torch.Tensor) -> Compute:
+    """train.vae_compute for K models: (sum of the K losses, record (K, 3) of loss, recon, kl)."""
+    def compute(idx: torch.Tensor):
+        x = batch_images(x_train, idx, tc.binarize)  # (B, 1, 28, 28)
+        logits, mu, logvar = _forward(stacked, x, tc.precision == "bf16")  # (K, B, ...)
+        terms = stacked_elbo_terms(logits, x, mu, logvar, betas)  # each (K,)
+        # the models share no parameter, so the sum's gradient is each model's own
+        return terms.loss.sum(), torch.stack([terms.loss.detach(), terms.recon.detach(), terms.kl.detach()], 1)
+    return compute
+
+
+def restore_group(run_dirs: list[Path], stacked: StackedVAEs, opt, device) -> tuple[int, list, list]:
+    """Load every run's last epoch into the stack: (epoch, histories, seconds); RunError if they differ."""
+    states = []
+    for k, run_dir in enumerate(run_dirs):
+        checkpoint.recover(run_dir)
+        states.append(checkpoint.load_state(run_dir))
+        stacked.load(k, checkpoint.load_weights(run_dir / checkpoint.WEIGHTS, stacked.weights(k)))
+    epochs = {s["epoch"] for s in states}
+    if len(epochs) != 1:
+        raise RunError(f"the runs stand at different epochs ({sorted(epochs)}); resume them one by one")
+    load_optimizer_state(opt, stack_optimizer_states([s["optimizer"] for s in states]))
+    restore_rng(states[0], device)  # the same in every run of the group
+    return states[0]["epoch"], [list(s["history"]) for s in states], [float(s.get("seconds", 0.0)) for s in states]
+
+
+def train_stacked(run_dirs: list[Path], cfgs: list[RunConfig], data: MNIST, resume: bool = False,
+                  check_every: int = 50, log=lambda m: print(m, file=sys.stderr)) -> list[list[dict]]:
+    """Train (or resume) K runs that differ only in beta, together; returns each run's history."""
+    check_group(cfgs)
+    tc = cfgs[0].train
+    device = pick_device(tc.device)
+    models = []
+    for _ in cfgs:  # the same seed for each: the weights a lone `vaelab train` run starts from
+        torch.manual_seed(tc.seed)
+        models.append(build_vae(cfgs[0].model.family, cfgs[0].model.arch, cfgs[0].model.latent_dim))
+    stacked = StackedVAEs(models).to(device)
+    betas = torch.tensor([c.train.beta for c in cfgs], device=device)
+    opt = make_optimizer(stacked.parameters(), tc.lr, capturable=graphs_wanted(device))
+    k = len(cfgs)
+    start, histories, seconds = (restore_group(run_dirs, stacked, opt, device) if resume
+                                 else (0, [[] for _ in cfgs], [0.0] * k))
+    x_train = data.train_x.to(device)  # (N, 1, 28, 28) uint8
+    x_test = test_images(data.test_x.to(device), tc.binarize)
+    n = len(x_train)
+    steps, sizes = batch_sizes(n, tc.batch_size, device)
+    step = step_function(stacked_compute(stacked, x_train, tc, betas), opt, device, tc.batch_size)
+    with Guard() as guard:
+        for epoch in range(start, tc.epochs):
+            t0 = time.perf_counter()
+            perm = epoch_order(n, tc.seed, epoch).to(device)
+            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{tc.epochs} ({k} models)", unit="batch",
+                       leave=False, disable=None, file=sys.stderr)
+            per_step = train_epoch(step, x_train, perm, tc.batch_size, bar, check_every, epoch)  # (steps, K, 3)
+            train = ((per_step * sizes[:, None, None]).sum(0) / n).tolist()  # (K, 3)
+            test = stacked_elbo_on(stacked, x_test, betas).tolist()  # (K, 3)
+            elapsed = time.perf_counter() - t0
+            opt_sd = opt.state_dict()
+            with guard.critical():  # all K checkpoints of this epoch, or (if killed) resume one by one
+                for i, run_dir in enumerate(run_dirs):
+                    seconds[i] += elapsed / k  # each run's share of the stacked time
+                    (loss, recon, kl), (tl, tr, tk) = train[i], test[i]
+                    histories[i].append({
+                        "epoch": epoch + 1, "train_loss": loss, "train_recon": recon, "train_kl": kl,
+                        "train_neg_elbo": recon + kl, "test_loss": tl, "test_neg_elbo": tr + tk,
+                        "test_recon": tr, "test_kl": tk, "epoch_seconds": elapsed / k, "seconds": seconds[i],
+                        "trained_with": k})
+                    save_epoch(guard, run_dir, stacked.weights(i), split_optimizer_state(opt_sd, i), histories[i],
+                               seconds[i], epoch, tc.epochs, device)
+            log(f"epoch {epoch + 1}/{tc.epochs}  {k} models together, {elapsed:.1f} s; test -ELBO " +
+                ", ".join(f"beta {c.train.beta:g}: {t[1] + t[2]:.2f}" for c, t in zip(cfgs, test)))
+    return histories
