@@ -1,7 +1,7 @@
 """The beta study's five models: one after another against all five in one stacked (vmapped) step.
 
 Each side trains the same five models (betas 0.2 0.5 1 2 5, same seed) for the same steps on the same
-batches, with the exact inner loops of `vaelab train` (train.train_epoch, one model at a time) and of
+batches, with the exact inner loops of `vaelab train` (engine.loop.train_epoch, one model at a time) and of
 `vaelab train-together` (the same loop over stacked.stacked_compute). Data resident on the device; medians of
 interleaved repetitions; the ratio is what `vaelab sweep beta --together` gains per step.
 
@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from vaelab.config import TrainConfig
+from vaelab.vae.config import TrainConfig
 from vaelab.vae.models import build_vae
 from vaelab.vae.stacked import StackedVAEs, stacked_compute
 from vaelab.engine.steps import graphs_wanted, make_optimizer, step_function
-from vaelab.vae.train import train_epoch, vae_compute
+from vaelab.engine.loop import train_epoch
+from vaelab.vae.train import vae_compute
 
 BETAS = (0.2, 0.5, 1.0, 2.0, 5.0)
 MODELS = {"conv 32-64-128 z10": ("conv", "32-64-128", 10), "dense 256-512 z5": ("dense", "256-512", 5)}
@@ -39,7 +40,7 @@ def timed(step, x, perm, steps, device) -> float:
     """Seconds for `steps` batches of `step` (the inner loop of `vaelab train`)."""
     sync(device)
     t0 = time.perf_counter()
-    train_epoch(step, x, perm, 128, range(steps), check_every=10 ** 9)
+    train_epoch(step, perm, 128, range(steps), check_every=10 ** 9)
     sync(device)
     return time.perf_counter() - t0
 

@@ -2,7 +2,7 @@
 
 The reference is the loop as the report writes it: a DataLoader over a per-sample Dataset that turns
 each uint8 image into a float tensor, `.to(device)` per batch, the default Adam, the sigmoid + BCE
-loss summed over the batch, and `loss.item()` every step. vaelab's side is `train.train_epoch`, the
+loss summed over the batch, and `loss.item()` every step. vaelab's side is `engine.loop.train_epoch`, the
 exact inner loop of `vaelab train`. Both train the same architecture, side by side in one process;
 each figure is the median of several repetitions.
 
@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from vaelab.config import TrainConfig
+from vaelab.vae.config import TrainConfig
 from vaelab.vae.models import build_vae
 from vaelab.engine.steps import graphs_wanted, make_optimizer, step_function
-from vaelab.vae.train import train_epoch, vae_compute
+from vaelab.engine.loop import train_epoch
+from vaelab.vae.train import vae_compute
 
 MODELS = {"dense 256-512 z5": ("dense", "256-512", 5), "conv 32-64-128 z10": ("conv", "32-64-128", 10)}
 
@@ -79,7 +80,7 @@ def loading_only(x_u8, y, bs, steps, device):
 
 
 def vaelab_loop(model, x_u8, bs, steps, device, precision="fp32", graphs=None):
-    """vaelab's inner loop (train.train_epoch, the step as `vaelab train` builds it, CUDA graph included)
+    """vaelab's inner loop (engine.loop.train_epoch, the step as `vaelab train` builds it, CUDA graph included)
     over `steps` batches: a function returning seconds. The step is built once, as in a training run."""
     opt = make_optimizer(model.parameters(), 1e-3, capturable=graphs_wanted(device))
     tc = TrainConfig(batch_size=bs, precision=precision)
@@ -90,7 +91,7 @@ def vaelab_loop(model, x_u8, bs, steps, device, precision="fp32", graphs=None):
     def run() -> float:
         model.train()
         t0 = time.perf_counter()
-        per_step = train_epoch(step, x_dev, perm, bs, range(steps))
+        per_step = train_epoch(step, perm, bs, range(steps))
         float(per_step[-1, 0])  # wait for the device
         return time.perf_counter() - t0
     return run

@@ -21,7 +21,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from vaelab.data.images import load
 from vaelab.vae.figures import TSNE_SETTINGS, encode_mu
-from vaelab.engine.runs import open_vae
+from vaelab.vae.run import open_vae
 
 VARIANTS = {
     "report: sklearn, random init, 1000 iterations": dict(init="random", max_iter=1000),

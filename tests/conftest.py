@@ -60,5 +60,5 @@ def real_mnist() -> Path:
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path, monkeypatch):
     """Never touch the user's cache; keep tests deterministic and single-threaded-friendly."""
-    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "cache" / "mnist"))
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)

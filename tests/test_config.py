@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from vaelab.config import ModelConfig, RunConfig, TrainConfig, from_dict, load_json, to_dict, with_overrides
+from vaelab.config import from_dict, load_json, to_dict, with_overrides
+from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 
 
@@ -47,9 +48,9 @@ def test_load_json_errors(tmp_path):
     p = tmp_path / "config.json"
     p.write_text("{not json")
     with pytest.raises(VaelabError, match="not valid JSON"):
-        load_json(p)
+        load_json(p, RunConfig)
     p.write_text(json.dumps({**to_dict(RunConfig()), "extra": 1}))
     with pytest.raises(VaelabError, match="unknown config key"):
-        load_json(p)
+        load_json(p, RunConfig)
     p.write_text(json.dumps({**to_dict(RunConfig()), "meta": {"torch": "x"}}))
-    assert load_json(p) == RunConfig()
+    assert load_json(p, RunConfig) == RunConfig()

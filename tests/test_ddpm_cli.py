@@ -12,8 +12,10 @@ from vaelab.engine import checkpoint
 from vaelab.cli.main import main
 from vaelab.config import load_json
 from vaelab.data.images import load
-from vaelab.diffusion.figures import generate
-from vaelab.diffusion.train import (EMA, PROFILES, DDPMConfig, open_ddpm, profile_config, train_ddpm)
+from vaelab.diffusion.sample import generate
+from vaelab.diffusion.config import PROFILES, DDPMConfig, profile_config
+import vaelab.diffusion.train as dt
+from vaelab.diffusion.train import EMA, open_ddpm, train_ddpm
 from vaelab.errors import TrainingDiverged, VaelabError
 from vaelab.engine.runs import prepare_new, write_config
 
@@ -59,7 +61,7 @@ def test_train_writes_a_complete_run_folder(trained):
 
 def test_resume_is_bit_exact(tmp_path, tiny_mnist):
     """Two epochs in one go, or one epoch then --resume: the same history and the same bits."""
-    data = load(tiny_mnist)
+    data = load("mnist", tiny_mnist)
     tiny = {"model.widths": "4-8", "schedule.timesteps": 50, "train.batch_size": 64, "train.device": "cpu"}
     history = {}
     for name, plan in (("full", [2]), ("part", [1, 2])):
@@ -82,14 +84,12 @@ def test_cli_resume_extends_the_run(trained, tiny_data, capsys, tmp_path):
 
 
 def test_nan_loss_stops_training_and_keeps_no_bad_checkpoint(tmp_path, tiny_mnist, monkeypatch):
-    import vaelab.diffusion.train as dt
-
     monkeypatch.setattr(dt.F, "mse_loss", lambda a, b, **kw: (a - b).pow(2).mean() * float("nan"))
     cfg = profile_config("quick", {"model.widths": "4-8", "schedule.timesteps": 50, "train.device": "cpu",
                                    "train.batch_size": 64})
     prepare_new(tmp_path / "r")
     with pytest.raises(TrainingDiverged, match="epoch 1, step 1"):
-        train_ddpm(tmp_path / "r", cfg, load(tiny_mnist), check_every=2, log=lambda m: None)
+        train_ddpm(tmp_path / "r", cfg, load("mnist", tiny_mnist), check_every=2, log=lambda m: None)
     assert not (tmp_path / "r" / "model.safetensors").exists()
 
 

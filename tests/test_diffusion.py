@@ -1,4 +1,4 @@
-"""The noise process and the samplers, against answers known in closed form."""
+"""The noise process, the samplers' step rules (arithmetic) and the sampling loop, against closed forms."""
 
 import math
 
@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaelab.diffusion.schedule import (SAMPLERS, NoiseSchedule, ddim_step, ddpm_step, full_steps, sample_loop,
-                              spaced_steps)
-from vaelab.errors import VaelabError
+from vaelab.diffusion.sample import sample_loop
+from vaelab.diffusion.schedule import SAMPLERS, NoiseSchedule, ddim_step, ddpm_step, full_steps, spaced_steps
 from vaelab.diffusion.unet import UNet
+from vaelab.errors import VaelabError
 
 S = NoiseSchedule("linear", 1000, 1e-4, 0.02)
 
@@ -22,6 +22,11 @@ def oracle(x0: torch.Tensor, s: NoiseSchedule = S):
         ab = s.alpha_bar[t].view(-1, 1, 1, 1)
         return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
     return eps
+
+
+def at(t: int, n: int) -> torch.Tensor:
+    """The step t for a batch of n, shaped (n,) as the network and the schedule take it."""
+    return torch.full((n,), t, dtype=torch.long)
 
 
 def test_linear_alpha_bar_at_both_ends():
@@ -51,7 +56,7 @@ def test_q_sample_mean_and_variance():
     ab = S.alpha_bar[t_val].item()
     x0 = torch.full((n, 1, 1, 1), 0.7)
     eps = torch.randn(n, 1, 1, 1, generator=torch.Generator().manual_seed(0))
-    x_t = S.q_sample(x0, torch.full((n,), t_val), eps)
+    x_t = S.add_noise(x0, torch.full((n,), t_val), eps)
     assert x_t.mean().item() == pytest.approx(math.sqrt(ab) * 0.7, abs=4 * math.sqrt((1 - ab) / n))
     assert x_t.var().item() == pytest.approx(1 - ab, rel=0.01)
 
@@ -63,7 +68,7 @@ def test_predict_x0_inverts_q_sample(t, seed):
     x0, eps = torch.rand(2, 1, 28, 28, generator=g) * 2 - 1, torch.randn(2, 1, 28, 28, generator=g)
     tt = torch.full((2,), t)
     tol = 1e-5 / math.sqrt(S.alpha_bar[t].item())  # rounding in x_t is amplified by 1 / sqrt(alpha_bar)
-    torch.testing.assert_close(S.predict_x0(S.q_sample(x0, tt, eps), tt, eps), x0, atol=tol, rtol=0)
+    torch.testing.assert_close(S.predict_x0(S.add_noise(x0, tt, eps), tt, eps), x0, atol=tol, rtol=0)
 
 
 def test_posterior_is_bayes_rule():
@@ -90,15 +95,16 @@ def test_ddpm_mean_is_the_annex_formula():
 
 def test_reverse_step_with_true_noise_recovers_x0_at_t0():
     x0 = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    x_1 = S.q_sample(x0, torch.zeros(4, dtype=torch.long), torch.randn(4, 1, 28, 28))
-    torch.testing.assert_close(ddpm_step(S, oracle(x0), x_1, 0, -1), x0, atol=1e-6, rtol=0)
-    torch.testing.assert_close(ddim_step(S, oracle(x0), x_1, 0, -1), x0, atol=1e-6, rtol=0)
+    x_1 = S.add_noise(x0, torch.zeros(4, dtype=torch.long), torch.randn(4, 1, 28, 28))
+    eps = oracle(x0)(x_1, at(0, 4))
+    torch.testing.assert_close(ddpm_step(S, eps, 0, -1, x_1), x0, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ddim_step(S, eps, 0, -1, x_1), x0, atol=1e-6, rtol=0)
 
 
 def test_ddim_with_true_noise_jumps_to_x0_from_any_t():
     x0 = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    x_t = S.q_sample(x0, torch.full((2,), 600), torch.randn(2, 1, 28, 28))
-    torch.testing.assert_close(ddim_step(S, oracle(x0), x_t, 600, -1), x0, atol=1e-4, rtol=0)
+    x_t = S.add_noise(x0, torch.full((2,), 600), torch.randn(2, 1, 28, 28))
+    torch.testing.assert_close(ddim_step(S, oracle(x0)(x_t, at(600, 2)), 600, -1, x_t), x0, atol=1e-4, rtol=0)
     x_T = torch.randn(2, 1, 28, 28)  # and a whole deterministic chain from noise lands on x0
     torch.testing.assert_close(sample_loop(S, oracle(x0), x_T, "ddim", steps=10), x0, atol=1e-4, rtol=0)
 
@@ -121,9 +127,40 @@ def test_ddim_eta1_on_all_steps_is_ancestral_sampling_with_posterior_variance():
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     with torch.no_grad():
         for t in range(19, -1, -1):
-            x = ddpm_step(s, torch_net, x, t, t - 1, generator=g1, variance="posterior")
-            y = ddim_step(s, torch_net, y, t, t - 1, eta=1.0, generator=g2)
+            x = ddpm_step(s, torch_net(x, at(t, 2)), t, t - 1, x, generator=g1, variance="posterior")
+            y = ddim_step(s, torch_net(y, at(t, 2)), t, t - 1, y, eta=1.0, generator=g2)
     torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(t=st.integers(1, 999), data=st.data(), seed=st.integers(0, 2**16))
+def test_ddim_step_with_the_true_eps_is_add_noise_at_t_prev(t, data, seed):
+    """Arithmetic: given the eps of x_t = add_noise(x0, t, eps), DDIM (eta 0) lands on add_noise(x0, t_prev, eps)."""
+    t_prev = data.draw(st.integers(-1, t - 1), label="t_prev")
+    g = torch.Generator().manual_seed(seed)
+    x0, eps = torch.rand(2, 1, 28, 28, generator=g) * 2 - 1, torch.randn(2, 1, 28, 28, generator=g)
+    x_t = S.add_noise(x0, at(t, 2), eps)
+    want = x0 if t_prev < 0 else S.add_noise(x0, at(t_prev, 2), eps)
+    tol = 2e-6 / math.sqrt(S.alpha_bar[t].item())  # rounding in x_t, amplified by 1 / sqrt(alpha_bar) in x0_hat
+    torch.testing.assert_close(ddim_step(S, eps, t, t_prev, x_t, eta=0.0), want, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("variance", ["beta", "posterior"])
+@pytest.mark.parametrize("t", [1, 7, 300, 999])
+def test_ddpm_step_is_the_posterior_mean_plus_scaled_noise(t, variance):
+    """Arithmetic: with the true eps, ddpm_step = mean of q(x_{t-1} | x_t, x0) + sigma_t z (z: the generator's draw)."""
+    g = torch.Generator().manual_seed(t)
+    x0, eps = torch.rand(3, 1, 28, 28, generator=g) * 2 - 1, torch.randn(3, 1, 28, 28, generator=g)
+    x_t = S.add_noise(x0, at(t, 3), eps)
+    mean, post_var = S.posterior(x0, x_t, at(t, 3))  # the true posterior, from the true x0
+    var = {"beta": S.betas[t], "posterior": post_var}[variance]
+    z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(11))
+    got = ddpm_step(S, eps, t, t - 1, x_t, generator=torch.Generator().manual_seed(11), variance=variance)
+    tol = 2e-6 / math.sqrt(S.alpha_bar[t].item())  # x0_hat carries the rounding of x_t over sqrt(alpha_bar)
+    torch.testing.assert_close(got, mean + var.sqrt() * z, atol=tol, rtol=0)
+    x0_hat = S.predict_x0(x_t, at(t, 3), eps)  # and exactly the formula of the step on its own estimate
+    torch.testing.assert_close(got, S.posterior(x0_hat, x_t, at(t, 3))[0] + var.sqrt() * z, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ddpm_step(S, eps, 0, -1, x_t), S.predict_x0(x_t, at(0, 3), eps), atol=1e-6, rtol=0)
 
 
 def test_step_lists():

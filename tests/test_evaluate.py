@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaelab.cli import main as cli
-from vaelab.metrics import evaluate
+from vaelab.cli.main import main
+from vaelab.data.datasets import FASHION_MNIST, MNIST
+from vaelab.data.images import Images, to_unit
+from vaelab.errors import DataError, RunError
+from vaelab.metrics import evaluate, latent, likelihood
 from vaelab.metrics.classifier import LeNet, ReferenceClassifier
-from vaelab.config import ModelConfig, RunConfig, TrainConfig
-from vaelab.data.images import MNIST, to_unit
-from vaelab.errors import RunError
+from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.vae.models import build_vae
 from vaelab.engine.runs import prepare_new, write_config
 from vaelab.vae.train import train_vae
@@ -22,7 +23,7 @@ TINY = evaluate.Settings(test_images=100, iwae_k=5, iwae_images=20, n_samples=64
 REAL_MNIST = os.environ.get("VAELAB_DATA") or "/work/shared/data/mnist"
 
 
-def synthetic_mnist(n_train=256, n_test=128, seed=0) -> MNIST:
+def synthetic_mnist(n_train=256, n_test=128, seed=0, dataset=MNIST) -> Images:
     """Class-dependent images: digit c lights up row band c, plus noise (so probes have something to find)."""
     g = torch.Generator().manual_seed(seed)
 
@@ -34,7 +35,7 @@ def synthetic_mnist(n_train=256, n_test=128, seed=0) -> MNIST:
         return (x.clamp(0, 1) * 255).to(torch.uint8), y
 
     (trx, tr_y), (tex, te_y) = make(n_train), make(n_test)
-    return MNIST(trx, tr_y, tex, te_y, source=Path("synthetic"))
+    return Images(trx, tr_y, tex, te_y, source=Path("synthetic"), dataset=dataset)
 
 
 def tiny_classifier():
@@ -47,8 +48,8 @@ def tiny_vae(latent=3, seed=0):
     return build_vae("dense", "16-32", latent).eval()
 
 
-def make_run(folder: Path, mnist: MNIST, binarize=False) -> Path:
-    cfg = RunConfig(model=ModelConfig("dense", "16-32", 3),
+def make_run(folder: Path, mnist: Images, binarize=False) -> Path:
+    cfg = RunConfig(dataset=mnist.dataset.name, model=ModelConfig("dense", "16-32", 3),
                     train=TrainConfig(epochs=1, batch_size=64, binarize=binarize, device="cpu")).validate()
     prepare_new(folder)
     write_config(folder, cfg)
@@ -59,7 +60,7 @@ def make_run(folder: Path, mnist: MNIST, binarize=False) -> Path:
 # ---------------------------------------------------------------- likelihood and IWAE
 def test_likelihood_parts_add_up_and_kl_per_dim_sums_to_kl():
     x = to_unit(synthetic_mnist().test_x)
-    out, mu, neg_elbo = evaluate.likelihood(tiny_vae(), x)
+    out, mu, neg_elbo = likelihood.likelihood(tiny_vae(), x)
     assert out["neg_elbo"] == pytest.approx(out["recon"] + out["kl"])
     assert sum(out["kl_per_dim"]) == pytest.approx(out["kl"])
     assert mu.shape == (len(x), 3) and neg_elbo.shape == (len(x),)
@@ -71,7 +72,7 @@ def test_active_units_count_dimensions_whose_mean_varies():
     with torch.no_grad():
         model.encoder.fc_mu.weight[:2] = 0  # mu_0 and mu_1 are constant over the data: inactive
         model.encoder.fc_mu.weight[2:] *= 20  # the others vary well above the 0.01 threshold
-    out, _, _ = evaluate.likelihood(model, to_unit(synthetic_mnist().test_x))
+    out, _, _ = likelihood.likelihood(model, to_unit(synthetic_mnist().test_x))
     assert out["active_units"] == 3
     assert out["mu_variance"][0] == pytest.approx(0, abs=1e-12)
 
@@ -81,8 +82,8 @@ def test_iwae_rises_with_k_and_lies_above_the_elbo():
     with torch.no_grad():
         model.decoder.fc_layers[0].weight *= 10  # p(x|z) depends strongly on z: the gaps are tens of nats
     x = to_unit(synthetic_mnist().test_x[:64])
-    _, _, neg_elbo = evaluate.likelihood(model, x)
-    bounds = [float(evaluate.iwae_log_px(model, x, k, seed=1).mean()) for k in (1, 10, 100)]
+    _, _, neg_elbo = likelihood.likelihood(model, x)
+    bounds = [float(likelihood.iwae_log_px(model, x, k, seed=1).mean()) for k in (1, 10, 100)]
     assert bounds[0] + 5 < bounds[1] < bounds[2] - 1
     assert bounds[1] > -float(neg_elbo.mean()) + 5
 
@@ -90,8 +91,8 @@ def test_iwae_rises_with_k_and_lies_above_the_elbo():
 def test_iwae_with_one_sample_estimates_the_elbo():
     # k = 1: log w = log p(x|z) + log p(z) - log q(z|x), an unbiased estimate of the closed-form-KL ELBO
     model, x = tiny_vae(), to_unit(synthetic_mnist().test_x)
-    _, _, neg_elbo = evaluate.likelihood(model, x)
-    assert float(evaluate.iwae_log_px(model, x, 1, seed=2).mean()) == pytest.approx(-float(neg_elbo.mean()), rel=0.005)
+    _, _, neg_elbo = likelihood.likelihood(model, x)
+    assert float(likelihood.iwae_log_px(model, x, 1, seed=2).mean()) == pytest.approx(-float(neg_elbo.mean()), rel=0.005)
 
 
 def test_iwae_normalisation_is_exact_when_weights_are_constant():
@@ -106,7 +107,7 @@ def test_iwae_normalisation_is_exact_when_weights_are_constant():
     exact = -torch.nn.functional.binary_cross_entropy_with_logits(
         model.decoder.fc_out.bias.view(1, 1, 28, 28).expand_as(x), x, reduction="none").flatten(1).sum(1)
     for k, max_decodes in [(1, 4096), (13, 5), (50, 64)]:
-        got = evaluate.iwae_log_px(model, x, k, max_decodes=max_decodes)
+        got = likelihood.iwae_log_px(model, x, k, max_decodes=max_decodes)
         assert torch.allclose(got, exact.double(), atol=1e-4), (k, max_decodes)
 
 
@@ -117,9 +118,9 @@ def test_knn_and_linear_probe_on_separable_clusters():
     y_train, y_test = torch.arange(10).repeat(30), torch.arange(10).repeat(5)
     f_train = centres[y_train] + torch.randn(300, 4, generator=g) * 0.1
     f_test = centres[y_test] + torch.randn(50, 4, generator=g) * 0.1
-    assert evaluate.knn_accuracy(f_train, y_train, f_test, y_test, k=5, block=7) == 1.0
-    assert evaluate.linear_probe(f_train, y_train, f_test, y_test) == 1.0
-    assert evaluate.silhouette(f_test, y_test) > 0.9
+    assert latent.knn_accuracy(f_train, y_train, f_test, y_test, k=5, block=7) == 1.0
+    assert latent.linear_probe(f_train, y_train, f_test, y_test) == 1.0
+    assert latent.silhouette(f_test, y_test) > 0.9
 
 
 def test_knn_matches_sklearn_with_k1():
@@ -129,7 +130,7 @@ def test_knn_matches_sklearn_with_k1():
     f_train, f_test = torch.randn(200, 3, generator=g), torch.randn(60, 3, generator=g)
     y_train, y_test = torch.randint(0, 10, (200,), generator=g), torch.randint(0, 10, (60,), generator=g)
     expected = KNeighborsClassifier(1).fit(f_train.numpy(), y_train.numpy()).score(f_test.numpy(), y_test.numpy())
-    assert evaluate.knn_accuracy(f_train, y_train, f_test, y_test, k=1) == pytest.approx(expected)
+    assert latent.knn_accuracy(f_train, y_train, f_test, y_test, k=1) == pytest.approx(expected)
 
 
 # ---------------------------------------------------------------- end to end: metrics.json, compare, errors
@@ -138,7 +139,7 @@ def evaluated(tmp_path_factory):
     mnist = synthetic_mnist()
     root = tmp_path_factory.mktemp("runs")
     runs = [make_run(root / "gray", mnist), make_run(root / "bin", mnist, binarize=True)]
-    metrics = [evaluate.evaluate_path(r, mnist, TINY, "cpu", tiny_classifier()) for r in runs]
+    metrics = [evaluate.evaluate_path(r, TINY, "cpu", clf=tiny_classifier(), data=mnist) for r in runs]
     return runs, metrics
 
 
@@ -152,33 +153,72 @@ def test_metrics_json_records_numbers_with_their_settings(evaluated):
     assert saved["likelihood"]["iwae"]["neg_log_likelihood"] <= saved["likelihood"]["iwae"]["neg_elbo_same_images"] + 1
     assert {"knn_accuracy", "linear_probe_accuracy", "silhouette"} <= set(saved["latent"])
     assert set(saved["sample_quality"]["anchors"]) == {"floor", "ceiling"}
+    assert saved["dataset"] == "mnist" and "MNIST" in saved["data_note"]
+    assert saved["sample_quality"]["reference"].startswith("first 64 MNIST test images")
+
+
+def test_data_variant_notes_name_the_dataset():
+    name, note = likelihood.data_variant(True, MNIST)
+    assert name == "binarized" and note.startswith("dynamically binarised MNIST;") and "Burda" in note
+    name, note = likelihood.data_variant(False, FASHION_MNIST)
+    assert name == "grayscale" and note.startswith("Fashion-MNIST intensities")
+    assert "Fashion-MNIST" in likelihood.data_variant(True, FASHION_MNIST)[1]
+    assert "Burda" not in likelihood.data_variant(True, FASHION_MNIST)[1]  # their nats are MNIST's
+
+
+def test_a_run_is_evaluated_on_its_own_dataset(tmp_path, capsys):
+    fashion = synthetic_mnist(dataset=FASHION_MNIST)
+    run = make_run(tmp_path / "fashion", fashion)
+    m = evaluate.evaluate_path(run, TINY, "cpu", clf=tiny_classifier(), data=lambda name: fashion)
+    assert m["dataset"] == "fashion-mnist" and m["data_note"].startswith("Fashion-MNIST intensities")
+    assert "Fashion-MNIST test images" in m["sample_quality"]["reference"]
+    with pytest.raises(DataError, match="trained on fashion-mnist"):  # images of another dataset are refused
+        evaluate.evaluate_path(run, TINY, "cpu", clf=tiny_classifier(), data=synthetic_mnist())
+    # the CLI refuses a --dataset other than the run's, before loading anything
+    assert main(["evaluate", str(run), "--quick", "--dataset", "mnist", "--data-dir", str(tmp_path)]) == 2
+    assert "trained on fashion-mnist, not mnist" in capsys.readouterr().err
+
+
+def test_compare_warns_when_datasets_or_classifiers_differ(evaluated, tmp_path, capsys):
+    (gray, _), (m_gray, _) = evaluated
+    other = tmp_path / "other"
+    other.mkdir()
+    m = json.loads(json.dumps(m_gray))
+    m["dataset"], m["sample_quality"]["classifier"]["sha256"] = "fashion-mnist", "another-classifier"
+    evaluate.write_metrics(other, m)
+    assert main(["compare", str(gray), str(other)]) == 0
+    out = capsys.readouterr()
+    assert "Fashion-MNIST" in out.out
+    assert "different datasets" in out.err and "different reference classifiers" in out.err
+    assert main(["compare", str(gray), str(gray)]) == 0
+    assert "note:" not in capsys.readouterr().err  # the same run twice compares silently
 
 
 def test_compare_prints_plain_and_markdown_tables(evaluated, capsys):
     (gray, binarized), _ = evaluated
-    assert cli.main(["compare", str(gray), str(binarized)]) == 0
+    assert main(["compare", str(gray), str(binarized)]) == 0
     out = capsys.readouterr()
     assert "FD-LeNet" in out.out and "gray" in out.out and "bin" in out.out and "FID" not in out.out
     assert "not comparable" in out.err  # different data variants
-    assert cli.main(["compare", "--markdown", str(gray)]) == 0
+    assert main(["compare", "--markdown", str(gray)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| metric |") and lines[1].startswith("|---|")
 
 
 def test_compare_without_metrics_is_one_line_error(tmp_path, capsys):
-    assert cli.main(["compare", str(tmp_path)]) == RunError.exit_code
+    assert main(["compare", str(tmp_path)]) == RunError.exit_code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "vaelab evaluate" in err[0]
 
 
 def test_evaluate_refuses_a_folder_that_is_no_run(tmp_path, capsys):
-    assert cli.main(["evaluate", str(tmp_path), "--quick", "--data-dir", str(tmp_path)]) != 0
+    assert main(["evaluate", str(tmp_path), "--quick", "--data-dir", str(tmp_path)]) != 0
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 def test_evaluate_help_states_costs(capsys):
     with pytest.raises(SystemExit):
-        cli.main(["evaluate", "--help"])
+        main(["evaluate", "--help"])
     text = capsys.readouterr().out
     assert "5000" in text and "hours" in text and "--quick" in text
 
@@ -186,13 +226,13 @@ def test_evaluate_help_states_costs(capsys):
 @pytest.mark.slow
 def test_real_cli_quick_evaluation_of_a_trained_vae(tmp_path, capsys):
     """Train a dense VAE on real MNIST for one epoch, evaluate it with the real (cached) classifier."""
-    from vaelab.data import images as data
+    from vaelab.data import sources
 
-    if not data.complete(Path(REAL_MNIST)):
+    if not sources.complete(Path(REAL_MNIST), MNIST):
         pytest.skip("real MNIST not available (set VAELAB_DATA)")
     run = tmp_path / "dense"
-    assert cli.main(["train", "--model", "dense", "--epochs", "1", "--out", str(run), "--data-dir", REAL_MNIST]) == 0
-    assert cli.main(["evaluate", str(run), "--quick", "--data-dir", REAL_MNIST]) == 0
+    assert main(["train", "--model", "dense", "--epochs", "1", "--out", str(run), "--data-dir", REAL_MNIST]) == 0
+    assert main(["evaluate", str(run), "--quick", "--data-dir", REAL_MNIST]) == 0
     m = json.loads((run / "metrics.json").read_text())
     sq = m["sample_quality"]
     assert sq["anchors"]["floor"]["fd_lenet"] < sq["fd_lenet"] < sq["anchors"]["ceiling"]["fd_lenet"]

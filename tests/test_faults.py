@@ -109,7 +109,7 @@ def test_sigint_sigterm_keep_last_epoch(tmp_path, tiny_mnist, sig, code):
 
 
 def test_disk_full_keeps_previous_checkpoint(tmp_path, tiny_mnist, monkeypatch):
-    from vaelab.config import ModelConfig, RunConfig, TrainConfig
+    from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
     from vaelab.data.images import load
     from vaelab.engine.runs import prepare_new, write_config
     from vaelab.vae.train import train_vae
@@ -119,7 +119,7 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path, tiny_mnist, monkeypatch):
     prepare_new(run_dir)
     write_config(run_dir, cfg)
     one = RunConfig(model=cfg.model, train=TrainConfig(epochs=1, batch_size=64, device="cpu"))
-    train_vae(run_dir, one, load(tiny_mnist), log=lambda m: None)
+    train_vae(run_dir, one, load("mnist", tiny_mnist), log=lambda m: None)
     good = (run_dir / checkpoint.WEIGHTS).read_bytes(), (run_dir / checkpoint.STATE).read_bytes()
 
     def full_disk(obj, f, *a, **k):
@@ -129,7 +129,7 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path, tiny_mnist, monkeypatch):
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        train_vae(run_dir, cfg, load(tiny_mnist), resume=True, log=lambda m: None)
+        train_vae(run_dir, cfg, load("mnist", tiny_mnist), resume=True, log=lambda m: None)
     monkeypatch.undo()
     checkpoint.recover(run_dir)
     assert ((run_dir / checkpoint.WEIGHTS).read_bytes(), (run_dir / checkpoint.STATE).read_bytes()) == good

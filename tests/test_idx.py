@@ -61,27 +61,27 @@ def test_not_gzip(tmp_path):
 def test_count_mismatch_and_missing_files(tiny_mnist):
     (tiny_mnist / "t10k-labels-idx1-ubyte").write_bytes(idx.encode(np.zeros(5, np.uint8)))
     with pytest.raises(DataError, match="5 labels for 64 images"):
-        data.load(tiny_mnist)
+        data.load("mnist", tiny_mnist)
     (tiny_mnist / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DataError, match="lacks t10k-labels"):
-        data.load(tiny_mnist)
+        data.load("mnist", tiny_mnist)
 
 
 def test_load_tiny_as_uint8_tensors(tiny_mnist):
-    m = data.load(tiny_mnist)
+    m = data.load("mnist", tiny_mnist)
     assert m.train_x.shape == (256, 1, 28, 28) and m.train_x.dtype.is_floating_point is False
     assert m.test_y.shape == (64,) and int(m.test_y.max()) <= 9
     assert m.source == tiny_mnist
 
 
 def test_real_mnist_verifies(real_mnist):
-    rows = data.info(real_mnist)
+    rows = data.info("mnist", real_mnist)
     assert all(r["verified"] for r in rows), rows
-    m = data.load(real_mnist)
+    m = data.load("mnist", real_mnist)
     assert m.train_x.shape == (60000, 1, 28, 28) and m.test_x.shape == (10000, 1, 28, 28)
     assert np.bincount(m.test_y.numpy()).tolist()[:2] == [980, 1135]  # the known test-set class counts
 
 
 def test_missing_explicit_folder_is_clear(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        data.load(tmp_path / "nowhere")
+        data.load("mnist", tmp_path / "nowhere")

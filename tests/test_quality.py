@@ -1,5 +1,6 @@
 """Sample-quality metrics with known answers, the classifier cache, and the floor/ceiling anchors."""
 
+import dataclasses
 import json
 import math
 import os
@@ -12,18 +13,22 @@ import torch
 from vaelab.metrics import classifier
 from vaelab.metrics import quality
 from vaelab.metrics.classifier import LeNet, ReferenceClassifier
-from vaelab.data.images import MNIST
+from vaelab.data.datasets import FASHION_MNIST, MNIST
+from vaelab.data.images import Images
 from vaelab.errors import VaelabError
 
 torch.set_num_threads(1)
 REAL_MNIST = os.environ.get("VAELAB_DATA") or "/work/shared/data/mnist"
 
 
-def synthetic_mnist(n_train=600, n_test=300, seed=0) -> MNIST:
+def synthetic_mnist(n_train=600, n_test=300, seed=0, dataset=MNIST) -> Images:
     g = torch.Generator().manual_seed(seed)
     x = lambda n: torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)  # noqa: E731
     y = lambda n: torch.randint(0, 10, (n,), generator=g)  # noqa: E731
-    return MNIST(x(n_train), y(n_train), x(n_test), y(n_test), source=Path("synthetic"))
+    return Images(x(n_train), y(n_train), x(n_test), y(n_test), source=Path("synthetic"), dataset=dataset)
+
+
+real_train = classifier.train_classifier
 
 
 def random_classifier(folder=None) -> ReferenceClassifier:
@@ -175,20 +180,77 @@ def test_classifier_training_is_deterministic():
 
 
 def test_classifier_cache_follows_vaelab_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "mnist"))
-    assert classifier.cache_folder() == tmp_path / "classifier"
-    with pytest.raises(VaelabError, match="vaelab classifier train"):
-        classifier.load()
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path))
+    assert classifier.cache_folder(MNIST) == tmp_path / "classifier" / "mnist"
+    assert classifier.cache_folder(FASHION_MNIST) == tmp_path / "classifier" / "fashion-mnist"
+    with pytest.raises(VaelabError, match="vaelab classifier train --dataset mnist"):
+        classifier.load(classifier.cache_folder(MNIST), dataset=MNIST)
+
+
+def test_classifier_normalises_as_its_record_says(tmp_path):
+    torch.manual_seed(0)
+    net = LeNet(4, 8, 16, mean=0.5, std=0.25).eval()  # not MNIST's 0.1307 / 0.3081
+    classifier.save(tmp_path, net, {"format": classifier.FORMAT, "width": [4, 8, 16], "dataset": "other"})
+    record = json.loads((tmp_path / classifier.INFO).read_text())
+    assert (record["pixel_mean"], record["pixel_std"]) == (0.5, 0.25)
+    loaded = classifier.load(tmp_path)
+    assert (loaded.net.mean, loaded.net.std) == (0.5, 0.25)
+    x = torch.rand(5, 1, 28, 28)
+    assert torch.equal(loaded.net(x), net(x))
+    as_mnist = LeNet(4, 8, 16, mean=MNIST.pixel_mean, std=MNIST.pixel_std).eval()
+    as_mnist.load_state_dict(net.state_dict())
+    assert not torch.allclose(loaded.net(x), as_mnist(x))  # the same weights normalised otherwise differ
+    record["pixel_mean"] = MNIST.pixel_mean  # a record that disagrees with the weights' metadata is not trusted
+    (tmp_path / classifier.INFO).write_text(json.dumps(record))
+    with pytest.raises(VaelabError, match="corrupt"):
+        classifier.load(tmp_path)
+
+
+def test_the_same_weights_save_to_the_same_bytes(tmp_path):
+    # the sha256 names the classifier in metrics.json: two saves of one network must agree
+    torch.manual_seed(0)
+    net = LeNet(4, 8, 16, mean=0.25, std=0.5)
+    record = {"format": classifier.FORMAT, "width": [4, 8, 16]}
+    digests = {classifier.save(tmp_path / str(i), net, record) for i in range(4)}
+    assert len(digests) == 1
+
+
+def test_each_dataset_trains_its_classifier_into_its_own_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(classifier, "train_classifier", lambda data, device: real_train(data, device, epochs=1,
+                                                                                       width=(4, 8, 16)))
+    fashion_like = synthetic_mnist(n_train=256, n_test=64, dataset=dataclasses.replace(FASHION_MNIST, classifier_bar=0))
+    clf = classifier.load_or_train(fashion_like, "cpu", log=lambda m: None)
+    folder = tmp_path / "classifier" / "fashion-mnist"
+    assert clf.folder == folder and (folder / classifier.WEIGHTS).is_file()
+    assert not (tmp_path / "classifier" / "mnist").exists()  # MNIST's classifier is another one
+    assert (clf.net.mean, clf.net.std) == (FASHION_MNIST.pixel_mean, FASHION_MNIST.pixel_std)
+    assert clf.describe()["dataset"] == "fashion-mnist"
+    loaded = classifier.load(folder, dataset=FASHION_MNIST)
+    assert loaded.sha256 == clf.sha256 and loaded.net.mean == FASHION_MNIST.pixel_mean
+    with pytest.raises(VaelabError, match="trained on fashion-mnist, not mnist"):
+        classifier.load(folder, dataset=MNIST)
+    too_hard = synthetic_mnist(n_train=256, n_test=64, dataset=dataclasses.replace(MNIST, classifier_bar=1.01))
+    with pytest.raises(VaelabError, match="MNIST classifier reached only"):  # below the dataset's bar: not cached
+        classifier.load_or_train(too_hard, "cpu", log=lambda m: None)
+    assert not (tmp_path / "classifier" / "mnist" / classifier.WEIGHTS).exists()
+
+
+def test_sample_quality_refuses_another_datasets_classifier():
+    clf = random_classifier()
+    clf.info = {"dataset": "fashion-mnist"}
+    with pytest.raises(VaelabError, match="trained on fashion-mnist"):
+        quality.sample_quality(torch.rand(10, 1, 28, 28), synthetic_mnist(), "cpu", clf=clf)
 
 
 # ---------------------------------------------------------------- real MNIST (skipped without it)
 @pytest.fixture(scope="module")
 def mnist_real():
-    from vaelab.data import images as data
+    from vaelab.data import images, sources
 
-    if not data.complete(Path(REAL_MNIST)):
+    if not sources.complete(Path(REAL_MNIST), MNIST):
         pytest.skip("real MNIST not available (set VAELAB_DATA)")
-    return data.load(REAL_MNIST)
+    return images.load("mnist", REAL_MNIST)
 
 
 def test_floor_small_ceiling_large_model_between_with_a_tiny_classifier(mnist_real):

@@ -7,8 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
-from vaelab.studies import report
+from vaelab.data.datasets import FASHION_MNIST
+from vaelab.data.images import Images, load
+from vaelab.errors import DataError
+from vaelab.studies import report, versus
 from vaelab.studies import tables as studies
 
 # Made-up results with a known answer: in the dense study 512-1024/latent 20 has the lowest -ELBO
@@ -90,3 +94,48 @@ def test_best_vae_is_the_lowest_fd(tmp_path):
     make_reproduction(tmp_path)
     best = best_vae(tmp_path)
     assert best.name == "conv-32-64-128_z10_beta1_seed0" and best.parent.name == "beta"  # fd 5.0, the lowest
+
+
+def fake_comparison() -> dict:
+    """A result of versus.compare with made-up numbers (and samples to show)."""
+    rows = [{"generator": g, "n": 500, "images_per_second": ips, "ms_per_image": 1000 / ips, "fd_lenet": fd,
+             "precision": 0.7, "recall": 0.4, "classifier_score": 8.5, "class_entropy": 2.2,
+             "rarest_class_share": 0.07} for g, ips, fd in (("VAE", 5000.0, 31.25), ("DDIM-50", 40.0, 12.5))]
+    return {"n": 500, "dataset": "mnist", "n_ref": 10000, "device": "cpu", "threads": 2, "hardware": "CPU",
+            "vae": {"run": "beta/x", "parameters": 1000, "train_seconds": 60.0, "epochs": 3},
+            "ddpm": {"run": "ddpm/run", "parameters": 2000, "train_seconds": 600.0, "epochs": 3},
+            "rows": rows, "shown": {g: torch.rand(16, 1, 28, 28) for g in ("VAE", "DDIM-50")}}
+
+
+def test_versus_section_is_built_from_comparison_json(tmp_path):
+    make_reproduction(tmp_path)
+    result = fake_comparison()
+    versus.write(result, tmp_path / "ddpm")
+    (tmp_path / "ddpm" / "comparison.md").unlink()  # the report never reads the Markdown
+    md, page = report.build(tmp_path, data=None)
+    html_text, text = page.read_text(), md.read_text()
+    assert "<th>FD-LeNet</th>" in html_text and "<td>DDIM-50</td><td>25.00</td><td>40.0</td><td>12.50</td>" in html_text
+    assert "alt='VAE and DDPM samples'" in html_text
+    header, body = versus.table(result)
+    assert "| " + " | ".join(body[1]) + " |" in text and "against the 10,000 MNIST test images" in text
+    (tmp_path / "ddpm" / "comparison.json").unlink()  # no comparison: no section
+    md, page = report.build(tmp_path, data=None)
+    assert "DDIM-50" not in page.read_text() and "VAE against DDPM" not in md.read_text()
+
+
+def test_model_figures_load_the_runs_own_dataset(tmp_path):
+    from conftest import write_mnist
+    from vaelab.cli.main import main
+
+    data = write_mnist(tmp_path / "mnist", n_train=128, n_test=32)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "dense", "--arch", "16-32", "--latent-dim", "2", "--epochs", "1",
+                 "--device", "cpu", "--out", str(run), "--data-dir", str(data)]) == 0
+    asked = []
+    loader = lambda name: asked.append(name) or load(name, data)  # noqa: E731
+    paths = report.model_figures(run, loader, with_latent=False)
+    assert asked == ["mnist"] and len(paths) == 3 and all(p.is_file() for p in paths)
+    mnist = load("mnist", data)
+    other = Images(mnist.train_x, mnist.train_y, mnist.test_x, mnist.test_y, mnist.source, FASHION_MNIST)
+    with pytest.raises(DataError, match="trained on mnist"):
+        report.model_figures(run, other, with_latent=False)

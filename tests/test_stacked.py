@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vaelab.engine import checkpoint
-from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data.images import load
 from vaelab.errors import VaelabError
 from vaelab.vae.losses import elbo_terms, stacked_elbo_terms
@@ -80,7 +80,7 @@ def test_only_beta_may_differ():
 
 
 def test_together_matches_one_by_one_and_resumes_alone(tmp_path, tiny_mnist):
-    data = load(tiny_mnist)
+    data = load("mnist", tiny_mnist)
     cfgs = [cfg(beta=b) for b in BETAS]
     alone = []
     for i, c in enumerate(cfgs):
@@ -104,7 +104,7 @@ def test_together_matches_one_by_one_and_resumes_alone(tmp_path, tiny_mnist):
 
 
 def test_runs_at_different_epochs_are_refused_together(tmp_path, tiny_mnist):
-    data = load(tiny_mnist)
+    data = load("mnist", tiny_mnist)
     cfgs = [cfg(beta=b, epochs=1) for b in BETAS[:2]]
     dirs = [prepared(tmp_path / f"r{i}", c) for i, c in enumerate(cfgs)]
     train_stacked(dirs, cfgs, data, log=lambda m: None)
@@ -125,7 +125,7 @@ def test_cli_train_together_refuses_what_it_cannot_stack(tmp_path, tiny_mnist, c
     assert "but train.beta" in capsys.readouterr().err
     assert main(["train-together", str(a), str(tmp_path / "missing"), *data]) == 4
     assert main(["train-together", str(a), str(a), *data]) == 2
-    train_vae(a, cfg(beta=1.0), load(tiny_mnist), log=lambda m: None)  # a has started, b has not
+    train_vae(a, cfg(beta=1.0), load("mnist", tiny_mnist), log=lambda m: None)  # a has started, b has not
     assert main(["train-together", str(a), str(b), *data]) == 4
     assert "one by one" in capsys.readouterr().err
     assert main(["train-together", str(b), str(c), *data]) == 0

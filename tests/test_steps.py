@@ -5,13 +5,15 @@ import dataclasses
 import pytest
 import torch
 
-from vaelab.engine import checkpoint
-from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data.images import load
-from vaelab.vae.models import build_vae
+from vaelab.diffusion.config import profile_config
+from vaelab.diffusion.train import train_ddpm
+from vaelab.engine import checkpoint
 from vaelab.engine.runs import prepare_new, write_config
+from vaelab.engine.steps import GraphedStep, eager, load_optimizer_state, make_optimizer, set_lr, step_function
+from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.vae.models import build_vae
 from vaelab.vae.stacked import train_stacked
-from vaelab.engine.steps import GraphedStep, eager, load_optimizer_state, make_optimizer, step_function
 from vaelab.vae.train import train_vae, vae_compute
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -56,7 +58,7 @@ def test_optimizer_state_keeps_the_loaders_own_flags():
 def test_cuda_graph_training_follows_eager_training(tmp_path, tiny_mnist, monkeypatch, family, tol):
     """Same weights, noise and batches: the replayed graph is the eager step. Dense matches to rounding;
     conv within cuDNN's own run-to-run spread (TF32 and algorithm choice differ between launches)."""
-    data = load(tiny_mnist)
+    data = load("mnist", tiny_mnist)
     graphed = run(tmp_path / "graphed", tiny("cuda", family=family), data)
     monkeypatch.setenv("VAELAB_CUDA_GRAPHS", "0")
     plain = run(tmp_path / "eager", tiny("cuda", family=family), data)
@@ -69,7 +71,7 @@ def test_cuda_graph_training_follows_eager_training(tmp_path, tiny_mnist, monkey
 
 @cuda
 def test_cuda_graph_run_resumes_on_cpu(tmp_path, tiny_mnist):
-    data = load(tiny_mnist)
+    data = load("mnist", tiny_mnist)
     run(tmp_path / "r", tiny("cuda", epochs=1), data)
     cfg = dataclasses.replace(tiny("cpu"), train=dataclasses.replace(tiny("cpu").train, epochs=2))
     history = run(tmp_path / "r", cfg, data, resume=True)
@@ -78,7 +80,7 @@ def test_cuda_graph_run_resumes_on_cpu(tmp_path, tiny_mnist):
 
 @cuda
 def test_stacked_cuda_graph_training_follows_runs_alone(tmp_path, tiny_mnist):
-    data = load(tiny_mnist)
+    data = load("mnist", tiny_mnist)
     cfgs = [tiny("cuda", beta=b) for b in (0.5, 2.0)]
     alone = [run(tmp_path / f"a{i}", c, data) for i, c in enumerate(cfgs)]
     dirs = [tmp_path / f"t{i}" for i in range(2)]
@@ -88,3 +90,53 @@ def test_stacked_cuda_graph_training_follows_runs_alone(tmp_path, tiny_mnist):
     together = train_stacked(dirs, cfgs, data, log=lambda m: None)
     for a, t in zip(alone, together):
         assert t[-1]["test_neg_elbo"] == pytest.approx(a[-1]["test_neg_elbo"], rel=1e-3)
+
+
+def test_step_hooks_run_in_order_around_and_inside_the_step():
+    """before() and after() wrap every step; clip() runs between backward and Adam (inside a graph on CUDA)."""
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = make_optimizer([w], 0.1)
+    events = []
+
+    def compute(idx):
+        events.append("compute")
+        loss = (w * 2).sum()
+        return loss, loss.detach().reshape(1)
+
+    def clip():
+        events.append(("clip", w.grad.tolist()))  # gradients exist, weights not yet moved
+        assert w.tolist() == [1.0, 1.0, 1.0]
+
+    step = step_function(compute, opt, torch.device("cpu"), 4, clip=clip,
+                         before=lambda: events.append("before"), after=lambda: events.append(("after", w.tolist())))
+    step(torch.arange(4))
+    assert events[:3] == ["before", "compute", ("clip", [2.0, 2.0, 2.0])]
+    assert events[3][0] == "after" and events[3][1][0] < 1.0  # Adam has stepped before after() runs
+
+
+def test_a_schedule_sets_the_lr_of_float_and_tensor_optimizers():
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = make_optimizer([w], 1e-3)
+    set_lr(opt, 5e-4)
+    assert opt.param_groups[0]["lr"] == 5e-4
+    opt_t = torch.optim.Adam([w], lr=torch.tensor(1e-3))  # what make_optimizer builds for a CUDA graph
+    set_lr(opt_t, 5e-4)
+    lr = opt_t.param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor) and lr.item() == pytest.approx(5e-4)  # the same tensor, set in place
+
+
+@cuda
+def test_ddpm_cuda_graph_training_follows_eager_training(tmp_path, tiny_mnist, monkeypatch):
+    """The DDPM's step (tensor lr set before each replay, EMA after it, clipping inside) replayed as a graph
+    trains like the eager step."""
+    data = load("mnist", tiny_mnist)
+    cfg = profile_config("quick", {"model.widths": "4-8", "schedule.timesteps": 50, "train.device": "cuda",
+                                   "train.batch_size": 32, "train.epochs": 2, "train.amp": False})
+    histories = {}
+    for graphs in ("1", "0"):
+        monkeypatch.setenv("VAELAB_CUDA_GRAPHS", graphs)
+        prepare_new(tmp_path / graphs)
+        histories[graphs] = train_ddpm(tmp_path / graphs, cfg, data, log=lambda m: None)
+    for a, b in zip(histories["1"], histories["0"]):
+        assert a["steps"] == b["steps"]
+        assert a["test_mse_ema"] == pytest.approx(b["test_mse_ema"], rel=2e-2)

@@ -9,7 +9,10 @@ import sys
 import pytest
 
 from vaelab.errors import VaelabError
-from vaelab.studies.sweep import SweepLock, builtin_specs, configs, load_spec, parse_spec, run_sweep
+from vaelab.studies.executors import LocalExecutor
+from vaelab.studies.sweep import (SweepLock, builtin_specs, configs, load_spec, parse_spec, prepare, run_name,
+                                  run_sweep)
+from vaelab.vae.config import RunConfig
 
 TINY = """
 name = "tiny"
@@ -47,9 +50,6 @@ def test_bad_specs(text, msg):
 
 
 def test_names_stay_inside_the_output_folder():
-    from vaelab.config import RunConfig
-    from vaelab.studies.sweep import run_name
-
     for hostile in ("../../etc", "/abs/path", "..", "a/b"):
         name = run_name(RunConfig(), {"train.device": hostile})
         assert "/" not in name and not name.startswith(".") and ".." not in name.split("_")
@@ -126,17 +126,35 @@ def test_a_family_alone_means_the_reports_model_of_that_family():
 @pytest.mark.parametrize("together", ["always", "never"])
 def test_each_run_is_evaluated_after_training_and_a_failed_evaluation_fails_only_its_run(
         tmp_path, tiny_mnist, monkeypatch, together):
-    import vaelab.studies.sweep as sweep_mod
+    class FakeEvaluate(LocalExecutor):
+        """Real training processes; a fake evaluation: metrics.json for every run but beta 2, which fails."""
 
-    def fake_evaluate(run_dir, evaluate, data):  # metrics.json for every run but beta 2, which fails
-        code = "import sys, pathlib; r = pathlib.Path(sys.argv[1]); " \
-               "sys.exit(3) if 'beta2' in r.name else (r / 'metrics.json').write_text('{}')"
-        return [sys.executable, "-c", code, str(run_dir)]
+        def argv(self, job):
+            if job.kind != "evaluate":
+                return super().argv(job)
+            code = "import sys, pathlib; r = pathlib.Path(sys.argv[1]); " \
+                   "sys.exit(3) if 'beta2' in r.name else (r / 'metrics.json').write_text('{}')"
+            return [sys.executable, "-c", code, str(job.runs[0])]
 
-    monkeypatch.setattr(sweep_mod, "evaluate_command", fake_evaluate)
     monkeypatch.setenv("VAELAB_THREADS", "1")
     spec = parse_spec(TINY.replace("[2, 3]", "[2]") + '"train.beta" = [0.5, 1.0, 2.0]\n')
-    summary = run_sweep(spec, tmp_path / "s", jobs=2, data_dir=str(tiny_mnist), evaluate={}, together=together,
-                        log=lambda m: None)
+    summary = run_sweep(spec, tmp_path / "s", data_dir=str(tiny_mnist), evaluate={}, together=together,
+                        log=lambda m: None, executor=FakeEvaluate(jobs=2))
     assert [s["status"] for s in summary] == ["ok", "ok", "failed (exit 3)"]
     assert [(tmp_path / "s" / s["run"] / "metrics.json").exists() for s in summary] == [True, True, False]
+
+
+def test_a_dataset_in_the_spec_names_its_runs_and_old_folders_still_match(tmp_path):
+    spec = parse_spec('name = "f"\n[base]\ndataset = "fashion-mnist"\n[grid]\n"model.latent_dim" = [2]\n')
+    (name, cfg), = configs(spec)
+    assert cfg.dataset == "fashion-mnist" and name.startswith("fashion-mnist_conv-32-64-128_z2")
+    (mnist_name, mnist_cfg), = configs(spec, {"dataset": "mnist"})
+    assert mnist_name == "conv-32-64-128_z2_beta1_seed0"  # MNIST runs keep the names they always had
+    prepare(tmp_path, [(mnist_name, mnist_cfg)])
+    path = tmp_path / mnist_name / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["dataset"]  # a sweep folder written before the dataset registry
+    path.write_text(json.dumps(saved))
+    prepare(tmp_path, [(mnist_name, mnist_cfg)])  # the same run: continued, not refused
+    with pytest.raises(VaelabError, match="another config"):
+        prepare(tmp_path, [(mnist_name, cfg)])

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from vaelab.engine import checkpoint
-from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data.images import load
 from vaelab.errors import RunError, TrainingDiverged
-from vaelab.engine.runs import open_vae, prepare_new, write_config
+from vaelab.engine.runs import prepare_new, write_config
+from vaelab.vae.run import open_vae
 from vaelab.vae.train import train_vae
 
 TINY = RunConfig(model=ModelConfig("dense", "32-64", 2), train=TrainConfig(epochs=3, batch_size=64, device="cpu"))
@@ -28,7 +29,7 @@ def weights(run_dir):
 
 
 def test_loss_decreases_and_metrics_are_written(tmp_path, tiny_mnist):
-    hist = train(tmp_path / "r", load(tiny_mnist))
+    hist = train(tmp_path / "r", load("mnist", tiny_mnist))
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
@@ -38,7 +39,7 @@ def test_loss_decreases_and_metrics_are_written(tmp_path, tiny_mnist):
 
 
 def test_same_seed_same_numbers(tmp_path, tiny_mnist):
-    data = load(tiny_mnist)
+    data = load("mnist", tiny_mnist)
     h1, h2 = train(tmp_path / "a", data), train(tmp_path / "b", data)
     strip = lambda h: [{k: v for k, v in r.items() if "seconds" not in k} for r in h]  # noqa: E731
     assert strip(h1) == strip(h2)
@@ -47,7 +48,7 @@ def test_same_seed_same_numbers(tmp_path, tiny_mnist):
 
 
 def test_resume_is_bit_exact(tmp_path, tiny_mnist):
-    data = load(tiny_mnist)
+    data = load("mnist", tiny_mnist)
     full = train(tmp_path / "full", data)
     part = tmp_path / "part"
     short = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, epochs=1))
@@ -59,7 +60,7 @@ def test_resume_is_bit_exact(tmp_path, tiny_mnist):
 
 
 def test_nan_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path, tiny_mnist, monkeypatch):
-    data = load(tiny_mnist)
+    data = load("mnist", tiny_mnist)
     run = tmp_path / "r"
     train(run, data, dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, epochs=1)))
     before = (run / checkpoint.WEIGHTS).read_bytes()
@@ -83,6 +84,6 @@ def test_nan_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path, tiny_mnist
 
 
 def test_new_run_refuses_existing_folder(tmp_path, tiny_mnist):
-    train(tmp_path / "r", load(tiny_mnist))
+    train(tmp_path / "r", load("mnist", tiny_mnist))
     with pytest.raises(RunError, match="already holds a run"):
         prepare_new(tmp_path / "r")

@@ -6,8 +6,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vaelab.errors import VaelabError
+from vaelab.diffusion.schedule import NoiseSchedule
 from vaelab.diffusion.unet import SinusoidalPositionEmbeddings, UNet, count_parameters, parse_widths
+from vaelab.errors import VaelabError
 
 ANNEX_PARAMETERS = 2_495_457  # counted from the annex's code below, and printed by the test
 
@@ -121,14 +122,12 @@ def test_impossible_widths_are_refused(bad):
 
 def test_tiny_unet_overfits_one_batch():
     """The DDPM objective on one fixed batch (x0, t, eps): a tiny UNet drives the MSE far below 1."""
-    from vaelab.diffusion.schedule import NoiseSchedule
-
     torch.manual_seed(0)
     net, s = UNet("8-16", time_emb_dim=16), NoiseSchedule()
     x0 = -torch.ones(4, 1, 28, 28)
     x0[:, :, 8:20, 10:18] = 1  # a bar, in [-1, 1]
     t, eps = torch.tensor([10, 200, 500, 900]), torch.randn(4, 1, 28, 28)
-    x_t = s.q_sample(x0, t, eps)
+    x_t = s.add_noise(x0, t, eps)
     opt = torch.optim.Adam(net.parameters(), lr=5e-3)
     losses = []
     for _ in range(100):

@@ -2,13 +2,15 @@
 
 import json
 import math
+import shutil
 
 import pytest
 
 from vaelab.cli.main import main
 from vaelab.data.images import load
+from vaelab.errors import VaelabError
 from vaelab.metrics.evaluate import QUICK, evaluate_path, settings_with
-from vaelab.studies.versus import DDPM_SAMPLERS, compare, write
+from vaelab.studies.versus import DDPM_SAMPLERS, compare, markdown, write
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +29,43 @@ def runs(tmp_path_factory):
 
 def test_compare_scores_every_generator(runs, tmp_path):
     data, vae, ddpm = runs
-    result = compare(vae, ddpm, load(data), n=24, device="cpu", log=lambda m: None)
+    result = compare(vae, ddpm, load("mnist", data), n=24, device="cpu", log=lambda m: None)
     assert [r["generator"] for r in result["rows"]] == ["VAE", *DDPM_SAMPLERS]
     for r in result["rows"]:
         assert r["n"] == 24 and math.isfinite(r["fd_lenet"]) and 0 <= r["precision"] <= 1 and r["images_per_second"] > 0
     assert result["vae"]["parameters"] > 0 and result["ddpm"]["parameters"] > 0
+    assert result["dataset"] == "mnist" and result["n_ref"] == 128 and result["classifier"]["dataset"] == "mnist"
     js, md, png = write(result, tmp_path / "cmp")
     assert "| DDIM-50 |" in md.read_text() and png.stat().st_size > 1000
-    assert "shown" not in json.loads(js.read_text())
+    assert "against the 128 MNIST test images" in md.read_text()
+    saved = json.loads(js.read_text())
+    assert "shown" not in saved and markdown(saved) == md.read_text()  # the Markdown is rendered from the data
+
+
+def test_versus_refuses_runs_of_different_datasets(runs, tmp_path, capsys):
+    data, vae, ddpm = runs
+    fashion = tmp_path / "ddpm-fashion"
+    shutil.copytree(ddpm, fashion)
+    cfg = json.loads((fashion / "config.json").read_text())
+    (fashion / "config.json").write_text(json.dumps({**cfg, "dataset": "fashion-mnist"}))
+    with pytest.raises(VaelabError, match="MNIST and the DDPM .* on Fashion-MNIST"):
+        compare(vae, fashion, load("mnist", data), n=24, device="cpu", log=lambda m: None)
+    assert main(["versus", str(vae), str(fashion), "--out", str(tmp_path / "out"), "--n", "10",
+                 "--device", "cpu", "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "one dataset" in err[0] and not (tmp_path / "out").exists()
+
+
+def test_versus_refuses_a_dataset_option_other_than_the_runs(runs, tmp_path, capsys):
+    data, vae, ddpm = runs
+    assert main(["versus", str(vae), str(ddpm), "--out", str(tmp_path / "out"), "--n", "10", "--device", "cpu",
+                 "--dataset", "fashion-mnist", "--data-dir", str(data)]) == 2
+    assert "trained on mnist, not fashion-mnist" in capsys.readouterr().err
 
 
 def test_evaluate_accepts_a_ddpm_run(runs):
     data, _, ddpm = runs
-    m = evaluate_path(ddpm, load(data), settings_with(QUICK, n_samples=24, n_ref=64), "cpu")
+    m = evaluate_path(ddpm, settings_with(QUICK, n_samples=24, n_ref=64), "cpu", data_dir=data)
     assert m["kind"] == "ddpm" and math.isfinite(m["sample_quality"]["fd_lenet"])
+    assert m["dataset"] == "mnist" and "MNIST" in m["data_note"]
     assert (ddpm / "metrics.json").exists()

@@ -1,7 +1,8 @@
-"""Typed, frozen run configurations, saved as JSON in every run folder.
+"""Typed, frozen configurations as data: dataclasses to and from JSON, strictly, and dotted overrides.
 
-`from_dict` is strict: unknown keys, wrong types and impossible values raise a VaelabError that
-names the key, so a hand-edited or foreign config.json is refused with one clear line.
+Each model family defines its own config dataclasses (vae/config.py, diffusion/config.py); this module
+only converts them. `from_dict` is strict: unknown keys, wrong types and impossible values raise a
+VaelabError that names the key, so a hand-edited or foreign config.json is refused with one clear line.
 """
 
 from __future__ import annotations
@@ -9,71 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vaelab.errors import VaelabError
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Which VAE: family (dense or conv), architecture name, latent size."""
-
-    family: Literal["dense", "conv"] = "conv"
-    arch: str = "32-64-128"
-    latent_dim: int = 10
-
-    def validate(self) -> None:
-        """Raise VaelabError when the architecture or latent size is impossible."""
-        from vaelab.vae.models import check_arch  # local: config must stay importable without torch
-
-        if self.latent_dim < 1:
-            raise VaelabError(f"latent_dim must be >= 1 (got {self.latent_dim})")
-        check_arch(self.family, self.arch)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation and data settings of a VAE run."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    beta: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    binarize: bool = False  # dynamic binarisation (Burda et al. 2015): x ~ Bernoulli(intensity) each epoch
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward (weights, loss, Adam stay fp32)
-
-    def validate(self) -> None:
-        """Raise VaelabError when an option is out of range."""
-        if self.epochs < 1:
-            raise VaelabError(f"epochs must be >= 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            raise VaelabError(f"batch_size must be >= 1 (got {self.batch_size})")
-        if not self.lr > 0 or self.lr != self.lr or self.lr == float("inf"):
-            raise VaelabError(f"lr must be a positive finite number (got {self.lr})")
-        if not self.beta >= 0 or self.beta == float("inf"):
-            raise VaelabError(f"beta must be a finite number >= 0 (got {self.beta})")
-        if self.seed < 0:
-            raise VaelabError(f"seed must be >= 0 (got {self.seed})")
-        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
-            raise VaelabError(f"device must be auto, cpu, cuda[:N] or mps (got {self.device!r})")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines a VAE run; saved as config.json."""
-
-    kind: Literal["vae"] = "vae"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def validate(self) -> "RunConfig":
-        """Validate every part; return self so calls chain."""
-        self.model.validate()
-        self.train.validate()
-        return self
 
 
 def to_dict(cfg: Any) -> dict:
@@ -140,7 +79,13 @@ def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     return from_dict(type(cfg), data)
 
 
-def load_json(path, cls: type = RunConfig) -> Any:
+def check_device(device: str) -> None:
+    """Raise VaelabError unless `device` is auto, cpu, cuda[:N] or mps."""
+    if device not in ("auto", "cpu") and not device.startswith(("cuda", "mps")):
+        raise VaelabError(f"device must be auto, cpu, cuda[:N] or mps (got {device!r})")
+
+
+def load_json(path, cls: type) -> Any:
     """Read and validate a config.json; any problem is one VaelabError naming the file."""
     try:
         text = open(path, encoding="utf-8").read()

@@ -8,7 +8,7 @@ class VaelabError(Exception):
 
 
 class DataError(VaelabError):
-    """MNIST files missing, corrupt or unverifiable."""
+    """Dataset files missing, corrupt or unverifiable."""
 
     exit_code = 3
 

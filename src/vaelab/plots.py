@@ -40,12 +40,14 @@ def image_grid(images: np.ndarray, rows: int, cols: int, title: str, path: Path,
 
 
 def latent_scatter(points: np.ndarray, labels: np.ndarray, title: str, path: Path,
-                   xlabel: str = "z_1", ylabel: str = "z_2") -> Path:
-    """2-D points coloured by digit (tab10), as the report's latent-space figure."""
+                   xlabel: str = "z_1", ylabel: str = "z_2", classes: tuple[str, ...] | None = None) -> Path:
+    """2-D points coloured by class (tab10), as the report's latent-space figure; ticks named by `classes`."""
+    classes = classes or tuple(str(c) for c in range(10))
     fig, ax = plt.subplots(figsize=(8, 6))
-    sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=3, vmin=-0.5, vmax=9.5)
-    cbar = fig.colorbar(sc, ax=ax, ticks=range(10))
-    cbar.set_label("digit")
+    sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=3, vmin=-0.5, vmax=len(classes) - 0.5)
+    cbar = fig.colorbar(sc, ax=ax, ticks=range(len(classes)))
+    cbar.ax.set_yticklabels(classes)
+    cbar.set_label("class")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -60,18 +62,4 @@ def manifold(images: np.ndarray, n: int, extent: float, title: str, path: Path) 
     ax.set_title(title)
     ax.set_xlabel("z_1")
     ax.set_ylabel("z_2")
-    return save(fig, path)
-
-
-def curves(history: list[dict], keys: list[str], title: str, path: Path) -> Path:
-    """Per-epoch curves of the given metrics keys."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    epochs = [r["epoch"] for r in history]
-    for k in keys:
-        ax.plot(epochs, [r[k] for r in history], marker="o", label=k)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per image")
-    ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3)
     return save(fig, path)

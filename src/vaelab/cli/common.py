@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from vaelab.data.datasets import DATASETS, DEFAULT
+from vaelab.errors import VaelabError
+
 
 def int_at_least(low: int):
     """An argparse type: an integer >= low."""
@@ -34,10 +37,33 @@ def finite_float(text: str) -> float:
 
 
 def add_data_dir(p: argparse.ArgumentParser) -> None:
-    """--data-dir: a read-only MNIST folder (else VAELAB_DATA, the cache, or a download)."""
+    """--data-dir: a read-only folder with the dataset's IDX files (else its variable, the cache, a download)."""
+    env = ", ".join(f"${d.env_var} ({d.title})" for d in DATASETS.values())
     p.add_argument("--data-dir", metavar="DIR", default=None,
-                   help="folder with the four MNIST IDX files, raw or .gz (read only; default: "
-                        "$VAELAB_DATA, else the cache ~/.cache/vaelab/mnist, filled on first use)")
+                   help=f"folder with the dataset's four IDX files, raw or .gz (read only; default: {env}, "
+                        "else the cache ~/.cache/vaelab/NAME, filled on first use)")
+
+
+def add_dataset(p: argparse.ArgumentParser, of_run: bool = False) -> None:
+    """--dataset NAME, choices from the dataset registry, and --data-dir."""
+    names = ", ".join(f"{d.name} ({d.title})" for d in DATASETS.values())
+    p.add_argument("--dataset", choices=list(DATASETS), default=None, metavar="NAME",
+                   help=(f"the dataset: {names}; default: the one the run was trained on" if of_run
+                         else f"the dataset: {names} (default {DEFAULT})"))
+    add_data_dir(p)
+
+
+def dataset_of(args: argparse.Namespace) -> str:
+    """--dataset, or the default dataset when it was not given."""
+    return args.dataset or DEFAULT
+
+
+def run_dataset(trained_on: str, asked: str | None) -> str:
+    """The dataset to use with a trained run: its own; --dataset, when given, must name the same one."""
+    if asked is not None and asked != trained_on:
+        raise VaelabError(f"this run was trained on {trained_on}, not {asked}; drop --dataset or use a run "
+                          f"trained on {asked}")
+    return trained_on
 
 
 def add_together(p: argparse.ArgumentParser) -> None:

@@ -6,7 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from vaelab.cli.common import add_data_dir, finite_float, nonneg_int, positive_int
+import numpy as np
+import torch
+
+from vaelab.cli.common import add_dataset, dataset_of, finite_float, nonneg_int, positive_int, run_dataset
+from vaelab.config import load_json
+from vaelab.data.images import load
+from vaelab.diffusion.config import PROFILES, DDPMConfig, extend, profile_config
+from vaelab.diffusion.figures import all_figures, progress_grid, samples_grid
+from vaelab.diffusion.sample import generate, sampler_label
+from vaelab.diffusion.schedule import SAMPLERS, SCHEDULES
+from vaelab.diffusion.train import build_schedule, open_ddpm, train_ddpm
+from vaelab.engine.runs import CONFIG, pick_device, prepare_new, read_kind, write_config
+from vaelab.errors import RunError, VaelabError
 
 # option name -> dotted config key it overrides (only options actually given override the profile)
 OVERRIDES = {"epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
@@ -18,17 +30,14 @@ def pick_profile(name: str, device: str) -> str:
     """'auto' is 'full' where a CUDA GPU will be used, else 'quick' (full takes hours on a CPU)."""
     if name != "auto":
         return name
-    import torch
-
     gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     return "full" if gpu else "quick"
 
 
 def config_from_args(args):
     """A validated DDPMConfig: the chosen profile, with the options given on the command line."""
-    from vaelab.diffusion.train import profile_config
-
     overrides = {key: getattr(args, opt) for opt, key in OVERRIDES.items() if getattr(args, opt) is not None}
+    overrides["dataset"] = dataset_of(args)
     if args.no_amp:
         overrides["train.amp"] = False
     return profile_config(pick_profile(args.profile, args.device or "auto"), overrides)
@@ -36,13 +45,6 @@ def config_from_args(args):
 
 def cmd_train(args) -> int:
     """Train (or resume) a DDPM into a run folder; samples.png shows progress after each epoch."""
-    from vaelab.config import load_json
-    from vaelab.data.images import load
-    from vaelab.diffusion.figures import progress_grid
-    from vaelab.diffusion.train import DDPMConfig, build_schedule, extend, train_ddpm
-    from vaelab.errors import RunError
-    from vaelab.engine.runs import CONFIG, pick_device, prepare_new, read_kind, write_config
-
     out = Path(args.out)
     if args.resume:
         if not (out / CONFIG).exists():
@@ -50,6 +52,7 @@ def cmd_train(args) -> int:
         if read_kind(out) != "ddpm":
             raise RunError(f"{out} holds a VAE run; resume it with `vaelab train --resume`")
         cfg = load_json(out / CONFIG, DDPMConfig)
+        run_dataset(cfg.dataset, args.dataset)
         if args.epochs is not None and args.epochs != cfg.train.epochs:  # a new target for the run
             cfg = extend(cfg, args.epochs)
             write_config(out, cfg)
@@ -58,26 +61,21 @@ def cmd_train(args) -> int:
         cfg = config_from_args(args)
         prepare_new(out)
         resume = False
-    data = load(args.data_dir)
+    data = load(cfg.dataset, args.data_dir)
     if not resume:
         write_config(out, cfg, {"data_source": str(data.source)})
     device = pick_device(cfg.train.device)
     schedule = build_schedule(cfg).to(device)
     on_epoch = lambda epoch, model: progress_grid(out, epoch, model, schedule, device, amp=cfg.train.amp)  # noqa: E731
     print(f"training DDPM ({cfg.profile} profile): UNet {cfg.model.widths}, {cfg.schedule.kind} schedule "
-          f"T={cfg.schedule.timesteps}, {cfg.train.epochs} epochs on {device} into {out}", file=sys.stderr)
+          f"T={cfg.schedule.timesteps}, {data.dataset.title}, {cfg.train.epochs} epochs on {device} into {out}", file=sys.stderr)
     train_ddpm(out, cfg, data, resume=resume, on_epoch=on_epoch)
     print(f"done: {out}/ (config.json, metrics.jsonl, model.safetensors with ema.* weights, state.pt, samples.png)")
     return 0
 
 
 def cmd_sample(args) -> int:
-    """Generate a grid of digits with the chosen sampler and report the images per second."""
-    import numpy as np
-
-    from vaelab.diffusion.figures import generate, sampler_label, samples_grid
-    from vaelab.diffusion.train import open_ddpm
-
+    """Generate a grid of images with the chosen sampler and report the images per second."""
     sampler_args(args)
     run = open_ddpm(args.run, args.device, ema=not args.raw)
     label = sampler_label(args.sampler, args.steps, run.schedule.T, args.eta)
@@ -93,14 +91,11 @@ def cmd_sample(args) -> int:
 
 
 def cmd_figures(args) -> int:
-    """Write the report's figure 4 (a: noising, b: noise to digit, c: samples) into the run folder."""
-    from vaelab.data.images import load
-    from vaelab.diffusion.figures import all_figures
-    from vaelab.diffusion.train import open_ddpm
-
+    """Write the report's figure 4 (a: noising, b: noise to image, c: samples) into the run folder."""
     sampler_args(args)
     run = open_ddpm(args.run, args.device, ema=not args.raw)
-    for p in all_figures(run, load(args.data_dir), args.sampler, args.steps, args.eta, args.seed):
+    data = load(run_dataset(run.cfg.dataset, args.dataset), args.data_dir)
+    for p in all_figures(run, data, args.sampler, args.steps, args.eta, args.seed):
         print(p)
     return 0
 
@@ -108,7 +103,7 @@ def cmd_figures(args) -> int:
 def add_sampler_options(p: argparse.ArgumentParser, default: str) -> None:
     """--sampler, --steps, --eta, --seed, --raw, --device."""
     p.add_argument("run", help="a trained DDPM run folder")
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], default=default,
+    p.add_argument("--sampler", choices=list(SAMPLERS), default=default,
                    help="ddpm: the annex's ancestral sampler, all T steps; ddim: deterministic for eta 0, "
                         f"any number of steps (default {default})")
     p.add_argument("--steps", type=positive_int, default=None,
@@ -124,8 +119,6 @@ def add_sampler_options(p: argparse.ArgumentParser, default: str) -> None:
 
 def sampler_args(args) -> None:
     """Refuse --eta with the ancestral sampler, where it would mean nothing."""
-    from vaelab.errors import VaelabError
-
     if args.sampler == "ddpm" and args.eta is not None:
         raise VaelabError("--eta applies to --sampler ddim only (ddpm's noise is fixed: sigma_t^2 = beta_t)")
 
@@ -149,7 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "samples.png are written after every epoch; Ctrl-C keeps the last one and "
                                     "--resume continues it, bit-for-bit on CPU.")
     t.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
-    t.add_argument("--profile", choices=["auto", "quick", "full"], default="auto",
+    t.add_argument("--profile", choices=["auto", *PROFILES], default="auto",
                    help="settings to start from (default auto: full with a CUDA GPU, else quick)")
     t.add_argument("--epochs", type=positive_int, default=None,
                    help="epochs (default from the profile; with --resume, a new target for the run)")
@@ -159,7 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="per-step decay of the weights' moving average used for sampling (default from the profile)")
     t.add_argument("--widths", default=None,
                    help="UNet channels, encoder levels then bottleneck (annex: 32-64-128-256)")
-    t.add_argument("--schedule", choices=["linear", "cosine"], default=None,
+    t.add_argument("--schedule", choices=list(SCHEDULES), default=None,
                    help="noise schedule: linear beta 1e-4 -> 0.02 as the annex (default), or cosine")
     t.add_argument("--timesteps", type=positive_int, default=None, help="diffusion steps T (default 1000)")
     t.add_argument("--seed", type=nonneg_int, default=None, help="seed of weights, data order and noise (default 0)")
@@ -168,10 +161,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last completed epoch (its saved config is used; "
                         "--epochs may raise the target)")
-    add_data_dir(t)
+    add_dataset(t)
     t.set_defaults(func=cmd_train)
 
-    s = dsub.add_parser("sample", help="a grid of generated digits, and the sampling speed",
+    s = dsub.add_parser("sample", help="a grid of generated images, and the sampling speed",
                         description="Generate side x side digits with the run's EMA weights and write them as "
                                     "samples_<sampler><steps>.png in the run folder (or --out); prints images/s. "
                                     "On a briefly trained net (the quick profile) --sampler ddpm draws clearly "
@@ -184,11 +177,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--n", type=positive_int, default=1000, help="number of images for --npy (default 1000)")
     s.set_defaults(func=cmd_sample)
 
-    f = dsub.add_parser("figures", help="the report's figure 4: noising, noise to digit, samples",
+    f = dsub.add_parser("figures", help="the report's figure 4: noising, noise to image, samples",
                         description="Write figure 4a (test digits noised at several t), 4b (chains from noise "
                                     "to digit) and 4c (an 8x8 grid of samples) into the run folder. The default "
                                     "sampler is the annex's, 1000 steps (about 3 minutes for the full UNet on "
                                     "one CPU thread); --sampler ddim is 20 times faster.")
     add_sampler_options(f, "ddpm")
-    add_data_dir(f)
+    add_dataset(f, of_run=True)
     f.set_defaults(func=cmd_figures)

@@ -1,4 +1,4 @@
-"""The `vaelab` command: the only entry point. Subcommands live in vaelab/commands/*.py.
+"""The `vaelab` command: the only entry point. Each command family is a module beside this one.
 
 Every failure the user can fix ends as one line `vaelab: error: ...` and a non-zero exit code:
 2 bad option or config, 3 data, 4 run folder, 5 training diverged, 130/143 interrupted.
@@ -7,43 +7,41 @@ Every failure the user can fix ends as one line `vaelab: error: ...` and a non-z
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import traceback
 
-from vaelab import __version__
+import torch
 
-# Each module defines register(subparsers); adding a family of commands is one line here.
-COMMAND_MODULES = [
-    "vaelab.cli.data",
-    "vaelab.cli.vae",
-    "vaelab.cli.ddpm",
-    "vaelab.cli.sweep",
-    "vaelab.cli.report",
-    "vaelab.cli.evaluate",
-    "vaelab.cli.versus",
-]
+from vaelab import __version__
+from vaelab.cli import data, ddpm, evaluate, report, sweep, vae, versus
+from vaelab.engine.interrupt import Interrupted
+from vaelab.errors import VaelabError
+
+# Each module defines register(subparsers); adding a family of commands is one entry here.
+COMMAND_MODULES = [data, vae, ddpm, sweep, report, evaluate, versus]
 
 EPILOG = """examples:
   vaelab demo                                  train the report's conv VAE briefly, write every figure
   vaelab train --model dense --epochs 10 --out runs/dense
   vaelab train --model conv --arch 32-64-128 --latent-dim 10 --beta 1 --epochs 10 --out runs/conv
   vaelab figures runs/conv                     samples, reconstructions, latent space, interpolation
+  vaelab train --dataset fashion-mnist --out runs/fashion    the same on Fashion-MNIST
   vaelab data info                             where MNIST is read from and whether it verifies
 
-Set VAELAB_DATA to an MNIST folder (read only) to skip the download; VAELAB_THREADS caps CPU threads."""
+Set VAELAB_DATA (MNIST) or VAELAB_DATA_FASHION_MNIST to a folder of IDX files (read only) to skip the
+download; VAELAB_CACHE moves the cache (default ~/.cache/vaelab); VAELAB_THREADS caps CPU threads."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with one subparser per command."""
     parser = argparse.ArgumentParser(
         prog="vaelab", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="A lab for VAEs (and a DDPM) on MNIST: train, look, measure, compare.")
+        description="A lab for VAEs (and a DDPM) on MNIST and Fashion-MNIST: train, look, measure, compare.")
     parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 
@@ -51,8 +49,6 @@ def set_threads() -> None:
     """Honour VAELAB_THREADS (parallel sweeps and tests give each process its share of the cores)."""
     n = os.environ.get("VAELAB_THREADS")
     if n:
-        import torch
-
         try:
             torch.set_num_threads(max(1, int(n)))
         except ValueError:
@@ -61,9 +57,6 @@ def set_threads() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the command, turn known failures into one-line messages and exit codes."""
-    from vaelab.errors import VaelabError
-    from vaelab.engine.interrupt import Interrupted
-
     args = build_parser().parse_args(argv)
     try:
         set_threads()
@@ -92,7 +85,3 @@ def main(argv: list[str] | None = None) -> int:
 def main_exit() -> None:
     """Console-script entry: exit with main()'s code."""
     sys.exit(main())
-
-
-if __name__ == "__main__":
-    main_exit()

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
 
-from vaelab.cli.common import add_data_dir, add_together, positive_int
+from vaelab.cli.common import add_data_dir, add_dataset, add_together, positive_int
+from vaelab.data.images import load
+from vaelab.errors import VaelabError
+from vaelab.studies.executors import Executor, Job, LocalExecutor, run_job
+from vaelab.studies.report import build
+from vaelab.studies.sweep import is_done, load_spec, run_sweep
+from vaelab.studies.versus import compare, write
 
 # profile -> study -> (config overrides, evaluation options). quick: under an hour on 2 CPU cores.
 PROFILES = {
@@ -25,14 +32,12 @@ NOTES = {"quick": "Profile quick: 2 epochs (dense, conv) and 3 epochs (beta) ins
 
 def cmd_reproduce(args) -> int:
     """Run the dense, conv and beta studies under --out, then write REPORT.md and report.html."""
-    from vaelab.data.images import load
-    from vaelab.studies.report import build
-    from vaelab.studies.sweep import load_spec, run_sweep
-
     out, t0, failed = Path(args.out), time.perf_counter(), []
     studies = args.studies or [*PROFILES[args.profile], "ddpm"]
     for study in [s for s in studies if s != "ddpm"]:
         overrides, evaluate = PROFILES[args.profile][study]
+        if args.dataset is not None:
+            overrides = {**overrides, "dataset": args.dataset}
         spec = load_spec(study)
         if args.seeds > 1:
             spec = dataclasses.replace(spec, grid={**spec.grid, "train.seed": list(range(args.seeds))})
@@ -40,8 +45,8 @@ def cmd_reproduce(args) -> int:
         summary = run_sweep(spec, out / study, args.jobs, args.data_dir, evaluate, overrides, together=args.together)
         failed += [f"{study}/{s['run']}" for s in summary if s["status"].startswith("failed")]
     if "ddpm" in studies:
-        failed += ddpm_versus(out, args.profile, args.data_dir)
-    md, page = build(out, load(args.data_dir), NOTES[args.profile])
+        failed += ddpm_versus(out, args.profile, args.data_dir, dataset=args.dataset)
+    md, page = build(out, loader(args.data_dir), NOTES[args.profile])
     minutes = (time.perf_counter() - t0) / 60
     print(f"report: {page}\n        {md}\n({minutes:.1f} minutes)")
     if failed:
@@ -54,8 +59,6 @@ VERSUS_N = {"quick": 500, "full": 5000}  # images per generator in the VAE-vs-DD
 
 def best_vae(out: Path) -> Path | None:
     """The evaluated VAE run of the studies with the lowest FD-LeNet (the comparison's 'best VAE')."""
-    import json
-
     scored = []
     for metrics in out.glob("*/*/metrics.json"):
         sq = json.loads(metrics.read_text()).get("sample_quality", {})
@@ -64,41 +67,38 @@ def best_vae(out: Path) -> Path | None:
     return min(scored)[1] if scored else None
 
 
-def ddpm_versus(out: Path, profile: str, data_dir) -> list[str]:
-    """Train the DDPM (resumably, its own process) and compare it with the best VAE; failures as names."""
-    import subprocess
+def loader(data_dir):
+    """name -> that dataset's Images, from --data-dir (for a report whose runs say which dataset they used)."""
+    return lambda name: load(name, data_dir)
 
-    from vaelab.data.images import load
-    from vaelab.studies.sweep import is_done
-    from vaelab.studies.versus import compare, write
 
+def ddpm_versus(out: Path, profile: str, data_dir, executor: Executor | None = None,
+                dataset: str | None = None) -> list[str]:
+    """Train the DDPM (resumably, as a job of `executor`) and compare it with the best VAE; failures as names."""
     run = out / "ddpm" / "run"
     if not is_done(run, evaluate=False):
-        cmd = [sys.executable, "-m", "vaelab.cli", "ddpm", "train", "--out", str(run), "--profile", profile]
-        cmd += ["--resume"] if (run / "config.json").exists() else []
-        cmd += ["--data-dir", data_dir] if data_dir else []
         print("== DDPM", file=sys.stderr)
-        if subprocess.run(cmd).returncode != 0:
+        options = {"profile": profile, "resume": (run / "config.json").exists()}
+        if dataset is not None and not options["resume"]:
+            options["dataset"] = dataset
+        job = Job("ddpm_train", (run,), options, data_dir=data_dir)
+        if not run_job(executor if executor is not None else LocalExecutor(jobs=1), job).ok:
             return ["ddpm/run"]
     vae = best_vae(out)
     if vae is None:
         return ["ddpm/comparison (no evaluated VAE)"]
     if not (out / "ddpm" / "comparison.json").exists():
-        write(compare(vae, run, load(data_dir), VERSUS_N[profile], log=lambda m: print(m, file=sys.stderr)),
+        write(compare(vae, run, loader(data_dir), VERSUS_N[profile], log=lambda m: print(m, file=sys.stderr)),
               out / "ddpm")
     return []
 
 
 def cmd_report(args) -> int:
     """Rewrite the report of a reproduction folder from its saved results."""
-    from vaelab.data.images import load
-    from vaelab.errors import VaelabError
-    from vaelab.studies.report import build
-
     out = Path(args.dir)
     if not any((out / s).is_dir() for s in ("dense", "conv", "beta")):
         raise VaelabError(f"{out} holds no study folder (dense, conv or beta); run `vaelab reproduce` first")
-    md, page = build(out, None if args.no_figures else load(args.data_dir), args.note or "")
+    md, page = build(out, None if args.no_figures else loader(args.data_dir), args.note or "")
     print(f"report: {page}\n        {md}")
     return 0
 
@@ -120,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--studies", nargs="+", choices=["dense", "conv", "beta", "ddpm"],
                    help="only these studies (ddpm: train the DDPM and compare it with the best VAE found)")
     add_together(p)
-    add_data_dir(p)
+    add_dataset(p)
     p.set_defaults(func=cmd_reproduce)
     r = sub.add_parser("report", help="write the report of a reproduction folder again from saved results")
     r.add_argument("dir", help="a folder made by `vaelab reproduce`")

@@ -7,13 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from vaelab.cli.common import add_data_dir, add_together, positive_int
+from vaelab.cli.common import add_dataset, add_together, positive_int
+from vaelab.errors import VaelabError
+from vaelab.studies.sweep import configs, load_spec, run_sweep
 
 
 def parse_set(items: list[str]) -> dict:
     """--set key=value pairs; values read as JSON where they parse (2, 0.5, true), else as text."""
-    from vaelab.errors import VaelabError
-
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -28,18 +28,16 @@ def parse_set(items: list[str]) -> dict:
 
 def cmd_sweep(args) -> int:
     """Run (or resume) a sweep and print its summary; exit 1 if any run failed."""
-    from vaelab.studies.sweep import configs, load_spec, run_sweep
-
     spec = load_spec(args.spec)
     overrides = parse_set(args.set)
+    if args.dataset is not None:  # the spec's runs on another dataset (a spec may also set `dataset` itself)
+        overrides["dataset"] = args.dataset
     if args.list:
         for name, cfg in configs(spec, overrides):
-            print(f"{name:<40} {cfg.model.family} {cfg.model.arch} z={cfg.model.latent_dim} "
+            print(f"{name:<40} {cfg.dataset} {cfg.model.family} {cfg.model.arch} z={cfg.model.latent_dim} "
                   f"beta={cfg.train.beta:g} epochs={cfg.train.epochs} seed={cfg.train.seed}")
         return 0
     if args.out is None:
-        from vaelab.errors import VaelabError
-
         raise VaelabError("--out is required (the folder that will hold one run folder per configuration)")
     evaluate = None if args.no_evaluate else {**spec.evaluate, **({"quick": True} if args.quick_eval else {})}
     summary = run_sweep(spec, Path(args.out), args.jobs, args.data_dir, evaluate, overrides, together=args.together)
@@ -63,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Run the same command again to finish an interrupted sweep: finished runs are skipped,\n"
                     "partial ones resume from their last epoch. A failed run does not stop the others; the\n"
                     "exit code is 1 if any failed. With --jobs N, each process gets cores/N threads.",
-        epilog="spec format (TOML):\n  name = \"mine\"\n  [base]\n  model.family = \"conv\"\n  train.epochs = 5\n"
+        epilog="spec format (TOML):\n  name = \"mine\"\n  [base]\n  dataset = \"fashion-mnist\"   # default mnist\n  model.family = \"conv\"\n  train.epochs = 5\n"
                "  [grid]\n  \"model.latent_dim\" = [2, 10]\n  \"train.seed\" = [0, 1, 2]\n"
                "  [evaluate]            # options of `vaelab evaluate` (quick, k, samples, iwae_images)\n  quick = true")
     p.add_argument("spec", help="a built-in spec name (dense, conv, beta) or a TOML file")
@@ -75,5 +73,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick-eval", action="store_true", help="evaluate with --quick (seconds, rough numbers)")
     p.add_argument("--list", action="store_true", help="print the configurations and exit")
     add_together(p)
-    add_data_dir(p)
+    add_dataset(p)
     p.set_defaults(func=cmd_sweep)

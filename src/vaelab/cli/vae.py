@@ -1,54 +1,54 @@
-"""VAE commands: train, the figure commands, and the demo."""
+"""VAE commands: train, train-together, the figure commands, and the demo."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from vaelab.cli.common import add_data_dir, finite_float, nonneg_int, positive_int
+from vaelab.cli.common import add_dataset, dataset_of, finite_float, nonneg_int, positive_int, run_dataset
+from vaelab.config import load_json
+from vaelab.data.images import load
+from vaelab.engine.runs import CONFIG, prepare_new, write_config
+from vaelab.errors import RunError, VaelabError
+from vaelab.vae import figures
+from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.vae.models import FAMILIES, REPORT_CHOICE, count_parameters
+from vaelab.vae.run import open_vae
+from vaelab.vae.stacked import train_stacked
+from vaelab.vae.train import train_vae
 
 
 def config_from_args(args):
     """A validated RunConfig from train options (report defaults per family)."""
-    from vaelab.config import ModelConfig, RunConfig, TrainConfig
-    from vaelab.vae.models import REPORT_CHOICE
-
     arch = args.arch or REPORT_CHOICE[args.model][0]
     latent = args.latent_dim if args.latent_dim is not None else REPORT_CHOICE[args.model][1]
-    return RunConfig(model=ModelConfig(args.model, arch, latent),
+    return RunConfig(dataset=dataset_of(args), model=ModelConfig(args.model, arch, latent),
                      train=TrainConfig(epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr,
                                        beta=args.beta, seed=args.seed, device=args.device,
                                        binarize=args.binarize, precision=args.precision)).validate()
 
 
-def run_training(out: Path, cfg, data_dir, resume: bool, epochs: int | None = None):
-    """Create or resume the run folder `out` and train it; returns the history."""
-    import dataclasses
-
-    from vaelab.config import load_json
-    from vaelab.data.images import load
-    from vaelab.engine.runs import CONFIG, prepare_new, write_config
-    from vaelab.vae.train import train_vae
-
+def run_training(out: Path, cfg, data_dir, resume: bool, epochs: int | None = None, dataset: str | None = None):
+    """Create or resume the run folder `out` and train it; returns the config and the history."""
     if resume:
         if not (out / CONFIG).exists():
-            from vaelab.errors import RunError
-
             raise RunError(f"{out} holds no run to resume (no {CONFIG})")
-        cfg = load_json(out / CONFIG)
+        cfg = load_json(out / CONFIG, RunConfig)
+        run_dataset(cfg.dataset, dataset)
         if epochs is not None and epochs != cfg.train.epochs:  # extending (or shortening) a run
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs)).validate()
             write_config(out, cfg)
         resume = (out / "state.pt").exists()
     else:
         prepare_new(out)
-    data = load(data_dir)
+    data = load(cfg.dataset, data_dir)
     if not resume:
         write_config(out, cfg, {"data_source": str(data.source)})
     print(f"training {cfg.model.family} {cfg.model.arch}, latent {cfg.model.latent_dim}, beta {cfg.train.beta:g} "
-          f"for {cfg.train.epochs} epochs into {out}", file=sys.stderr)
+          f"on {data.dataset.title} for {cfg.train.epochs} epochs into {out}", file=sys.stderr)
     return cfg, train_vae(out, cfg, data, resume=resume)
 
 
@@ -56,33 +56,28 @@ def cmd_train(args) -> int:
     """Train a VAE into a run folder."""
     out = Path(args.out)
     cfg = None if args.resume else config_from_args(args)
-    run_training(out, cfg, args.data_dir, args.resume, args.epochs if args.resume else None)
+    run_training(out, cfg, args.data_dir, args.resume, args.epochs if args.resume else None, args.dataset)
     print(f"done: {out}/ (config.json, metrics.jsonl, model.safetensors, state.pt)")
     return 0
 
 
 def cmd_train_together(args) -> int:
     """Train prepared run folders that differ only in beta together (one vmapped step for all)."""
-    from vaelab.config import load_json
-    from vaelab.data.images import load
-    from vaelab.errors import RunError, VaelabError
-    from vaelab.engine.runs import CONFIG
-    from vaelab.vae.stacked import train_stacked
-
     dirs = [Path(d) for d in args.runs]
     if len(set(dirs)) != len(dirs):
         raise VaelabError("a run folder is named twice")
     for d in dirs:
         if not (d / CONFIG).is_file():
             raise RunError(f"{d} holds no prepared run ({CONFIG} missing); `vaelab sweep` prepares them")
-    cfgs = [load_json(d / CONFIG) for d in dirs]
+    cfgs = [load_json(d / CONFIG, RunConfig) for d in dirs]
+    dataset = run_dataset(cfgs[0].dataset, args.dataset)
     started = [(d / "state.pt").exists() for d in dirs]
     if any(started) and not all(started):
         raise RunError("some of the runs have started and some have not; train them one by one")
     betas = ", ".join(f"{c.train.beta:g}" for c in cfgs)
     print(f"training {len(dirs)} {cfgs[0].model.family} {cfgs[0].model.arch} VAEs (latent "
           f"{cfgs[0].model.latent_dim}, beta {betas}) together for {cfgs[0].train.epochs} epochs", file=sys.stderr)
-    train_stacked(dirs, cfgs, load(args.data_dir), resume=all(started))
+    train_stacked(dirs, cfgs, load(dataset, args.data_dir), resume=all(started))
     print(f"done: {', '.join(map(str, dirs))}")
     return 0
 
@@ -95,14 +90,11 @@ FIGURES = {  # command -> (function name in figures.py, needs the data)
 
 def cmd_figure(args) -> int:
     """Write one of the report's figures (or all of them) for a trained run."""
-    from vaelab.vae import figures
-    from vaelab.data.images import load
-    from vaelab.engine.runs import open_vae
-
     run = open_vae(args.run, args.device)
     name, needs_data = FIGURES[args.command]
     fn = getattr(figures, name)
-    result = fn(run, load(args.data_dir), seed=args.seed) if needs_data else fn(run, seed=args.seed)
+    data = load(run_dataset(run.cfg.dataset, args.dataset), args.data_dir) if needs_data else None
+    result = fn(run, data, seed=args.seed) if needs_data else fn(run, seed=args.seed)
     for p in result if isinstance(result, list) else [result]:
         print(p)
     return 0
@@ -110,21 +102,15 @@ def cmd_figure(args) -> int:
 
 def cmd_demo(args) -> int:
     """Train the report's final conv VAE briefly, write every figure and a summary."""
-    from vaelab.vae import figures
-    from vaelab.config import ModelConfig, RunConfig, TrainConfig
-    from vaelab.data.images import load
-    from vaelab.vae.models import count_parameters
-    from vaelab.engine.runs import open_vae
-
     out = Path(args.out)
-    cfg = RunConfig(model=ModelConfig("conv", "32-64-128", 10),
+    cfg = RunConfig(dataset=dataset_of(args), model=ModelConfig("conv", "32-64-128", 10),
                     train=TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device)).validate()
     resume = (out / "config.json").exists()
     if resume:
         print(f"{out} already holds the demo run; continuing it", file=sys.stderr)
     run_training(out, cfg, args.data_dir, resume, args.epochs if resume else None)
     run = open_vae(out, args.device)
-    paths = figures.all_figures(run, load(args.data_dir), seed=args.seed)
+    paths = figures.all_figures(run, load(run.cfg.dataset, args.data_dir), seed=args.seed)
     last = run.history[-1]
     summary = {"model": figures.describe(run), "parameters": count_parameters(run.model),
                "epochs": last["epoch"], "test_neg_elbo": last["test_neg_elbo"], "test_recon": last["test_recon"],
@@ -141,7 +127,7 @@ def cmd_demo(args) -> int:
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """Model and optimisation options of `vaelab train`."""
-    p.add_argument("--model", choices=["dense", "conv"], default="conv", help="model family (default conv)")
+    p.add_argument("--model", choices=list(FAMILIES), default="conv", help="model family (default conv)")
     p.add_argument("--arch", default=None,
                    help="dense: 128-256 | 256-512 | 512-1024 (decoder hidden sizes; the encoder mirrors them) "
                         "or any sizes like 300-600; conv: 32-64 | 16-32-64 | 32-64-128. "
@@ -160,14 +146,14 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                         "weights, loss and Adam in fp32; about 1.4x faster on CPUs with AVX512-BF16/AMX and on "
                         "recent GPUs (benchmarks/README.md), slower on CPUs without native bf16")
     p.add_argument("--binarize", action="store_true",
-                   help="dynamically binarised MNIST (pixels drawn as Bernoulli of their intensity each "
+                   help="dynamically binarised images (pixels drawn as Bernoulli of their intensity each "
                         "epoch; fixed-seed binarised test set), for comparison with the literature")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add train, the figure commands and demo."""
     t = sub.add_parser("train", help="train a dense or convolutional VAE into a run folder",
-                       description="Train a VAE on MNIST (loss: BCE summed over pixels + beta * KL). The run "
+                       description="Train a VAE on MNIST or Fashion-MNIST (loss: BCE summed over pixels + beta * KL). The run "
                                    "folder gets config.json, metrics.jsonl (per-epoch train/test loss, "
                                    "reconstruction and KL per image), model.safetensors and state.pt. A "
                                    "checkpoint is written after every epoch; Ctrl-C keeps the last one and "
@@ -177,7 +163,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last completed epoch (its saved config is used; "
                         "--epochs may raise the target)")
-    add_data_dir(t)
+    add_dataset(t)
     t.set_defaults(func=cmd_train)
 
     g = sub.add_parser("train-together", help="train run folders that differ only in beta in one vmapped step",
@@ -187,20 +173,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "one wide step instead of K small ones. Each folder ends as an ordinary run. "
                                    "Pays on a GPU; on CPU, `vaelab sweep --jobs` is as fast (benchmarks/README.md).")
     g.add_argument("runs", nargs="+", metavar="RUN", help="prepared run folders")
-    add_data_dir(g)
+    add_dataset(g, of_run=True)
     g.set_defaults(func=cmd_train_together)
 
     helps = {"sample": "5x5 grid of images decoded from z ~ N(0, I)  -> samples.png",
              "reconstruct": "test images above their reconstructions  -> reconstructions.png",
-             "latent": "test-set posterior means by digit (t-SNE above 2-D; manifold grid for 2-D)  -> latent.png",
-             "interpolate": "10-step interpolations: two random z, and two encoded test digits  -> interpolation.png",
+             "latent": "test-set posterior means by class (t-SNE above 2-D; manifold grid for 2-D)  -> latent.png",
+             "interpolate": "10-step interpolations: two random z, and two encoded test images  -> interpolation.png",
              "figures": "all of the above"}
     for name, text in helps.items():
         f = sub.add_parser(name, help=text, description=f"{text}. PNG files go into the run folder.")
         f.add_argument("run", help="a trained VAE run folder")
         f.add_argument("--seed", type=nonneg_int, default=0, help="seed of the figure's random draws (default 0)")
         f.add_argument("--device", default="auto", help="auto, cpu, cuda")
-        add_data_dir(f)
+        add_dataset(f, of_run=True)
         f.set_defaults(func=cmd_figure)
 
     d = sub.add_parser("demo", help="train the report's final model briefly and write every figure",
@@ -212,5 +198,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--epochs", type=positive_int, default=5, help="epochs (default 5)")
     d.add_argument("--seed", type=nonneg_int, default=0, help="seed (default 0)")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    add_data_dir(d)
+    add_dataset(d)
     d.set_defaults(func=cmd_demo)

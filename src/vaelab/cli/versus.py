@@ -5,22 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaelab.cli.common import add_data_dir, positive_int
+from vaelab.cli.common import add_dataset, positive_int, run_dataset
+from vaelab.data.images import load
+from vaelab.errors import VaelabError
+from vaelab.studies.versus import DDPM_SAMPLERS, compare, write
 
 
 def cmd_versus(args) -> int:
-    """Score a VAE and a DDPM with the same metrics and write comparison.{json,md,png}."""
-    from vaelab.data.images import load
-    from vaelab.errors import VaelabError
-    from vaelab.studies.versus import DDPM_SAMPLERS, compare, write
-
+    """Score a VAE and a DDPM of one dataset with the same metrics and write comparison.{json,md,png}."""
     samplers = args.samplers or list(DDPM_SAMPLERS)
     unknown = [s for s in samplers if s not in DDPM_SAMPLERS]
     if unknown:
         raise VaelabError(f"unknown sampler(s) {', '.join(unknown)}: choose from {', '.join(DDPM_SAMPLERS)}")
     if args.n < 10:
         raise VaelabError("--n must be at least 10 (precision/recall use k-NN radii)")
-    result = compare(Path(args.vae), Path(args.ddpm), load(args.data_dir), args.n, samplers, args.device)
+    data = lambda trained_on: load(run_dataset(trained_on, args.dataset), args.data_dir)  # noqa: E731
+    result = compare(Path(args.vae), Path(args.ddpm), data, args.n, samplers, args.device)
     paths = write(result, Path(args.out))
     print(paths[1].read_text())
     print("\n".join(str(p) for p in paths))
@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Generate N images with the VAE and with each DDPM sampler (DDPM-1000, DDIM-100, "
                                    "DDIM-50 with eta 0, DDIM-50 with eta 1), score them with the same metrics "
                                    "(FD-LeNet, precision/recall, classifier score, class coverage) against the test "
-                                   "set, time the sampling, and write comparison.json, comparison.md and "
+                                   "set of the dataset both runs were trained on (runs of different datasets are "
+                                   "refused), time the sampling, and write comparison.json, comparison.md and "
                                    "comparison.png (samples side by side). "
                                    "Cost on 2 CPU cores with the quick DDPM: DDPM-1000 about 2 images/s, so N=1000 "
                                    "takes about 8 minutes; each DDIM-50 is 20x faster.")
@@ -44,5 +45,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samplers", nargs="+", metavar="NAME",
                    help="DDPM-1000 DDIM-100 DDIM-50 DDIM-50-eta1 (default: all)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    add_data_dir(p)
+    add_dataset(p, of_run=True)
     p.set_defaults(func=cmd_versus)

@@ -1,4 +1,4 @@
-"""The IDX file format of MNIST (LeCun et al.), read with full validation and written back.
+"""The IDX file format (LeCun et al.) of MNIST-like datasets, read with full validation and written back.
 
 Header: two zero bytes, an element-type code, the number of dimensions, then one big-endian
 uint32 per dimension; the data follow, row-major, with nothing after them.
@@ -15,9 +15,7 @@ import numpy as np
 from vaelab.errors import DataError
 
 UBYTE = 0x08
-# (magic, shape after the count) of the four MNIST files, by the kind of file
-IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
-IMAGE_SHAPE = (28, 28)
+IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # unsigned bytes in 3 and in 1 dimension(s)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -59,17 +57,17 @@ def parse(data: bytes, name: str, magic: int, shape: tuple[int, ...]) -> np.ndar
     return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
 
 
-def read_images(path: Path) -> np.ndarray:
-    """Images of an IDX3 file: uint8 (n, 28, 28)."""
-    return parse(read_bytes(path), str(path), IMAGES_MAGIC, IMAGE_SHAPE)
+def read_images(path: Path, shape: tuple[int, int] = (28, 28)) -> np.ndarray:
+    """Images of an IDX3 file: uint8 (n, *shape)."""
+    return parse(read_bytes(path), str(path), IMAGES_MAGIC, tuple(shape))
 
 
-def read_labels(path: Path) -> np.ndarray:
-    """Labels of an IDX1 file: uint8 (n,), each checked to lie in 0..9."""
+def read_labels(path: Path, num_classes: int = 10) -> np.ndarray:
+    """Labels of an IDX1 file: uint8 (n,), each checked to lie in 0 .. num_classes - 1."""
     labels = parse(read_bytes(path), str(path), LABELS_MAGIC, ())
-    if labels.size and labels.max() > 9:
-        bad = int(np.argmax(labels > 9))
-        raise DataError(f"{path}: label {labels[bad]} at index {bad} is outside 0..9")
+    if labels.size and labels.max() >= num_classes:
+        bad = int(np.argmax(labels >= num_classes))
+        raise DataError(f"{path}: label {labels[bad]} at index {bad} is outside 0..{num_classes - 1}")
     return labels
 
 

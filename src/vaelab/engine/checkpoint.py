@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from vaelab.errors import RunError
@@ -50,8 +50,6 @@ def atomic_write_text(path: Path, text: str) -> None:
 def weights_epoch(path: Path) -> int | None:
     """The epoch stored in a safetensors file's metadata, or None if unreadable."""
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             return int((f.metadata() or {}).get("epoch", -1))
     except (SafetensorError, OSError, ValueError, RuntimeError):

@@ -1,4 +1,7 @@
-"""Run folders: create one with its config, open one and rebuild its model from the saved weights."""
+"""Run folders, for every model family: create one with its config, read its kind, check it is trained.
+
+A family opens its own runs (vae/run.py, diffusion/train.py) with `trained_config`; the engine never
+imports a family."""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,8 @@ import torch
 
 from vaelab import __version__
 from vaelab.engine import checkpoint
-from vaelab.config import RunConfig, load_json, to_dict
+from vaelab.config import load_json, to_dict
 from vaelab.errors import RunError, VaelabError
-from vaelab.vae.models import VAE, build_vae
 
 CONFIG = "config.json"
 
@@ -58,7 +59,7 @@ def prepare_new(run_dir: Path) -> None:
 
 
 def read_kind(run_dir: Path) -> str:
-    """The `kind` of the run in `run_dir` ('vae' or 'ddpm'); RunError if it is no run folder."""
+    """The `kind` of the run in `run_dir` (its model family: 'vae', 'ddpm'); RunError if it is no run folder."""
     path = Path(run_dir) / CONFIG
     if not Path(run_dir).is_dir():
         raise RunError(f"{run_dir} is not a folder")
@@ -68,20 +69,9 @@ def read_kind(run_dir: Path) -> str:
         kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
         raise RunError(f"{path} is not valid JSON") from None
-    if kind not in ("vae", "ddpm"):
+    if not isinstance(kind, str) or not kind:
         raise RunError(f"{path} does not describe a vaelab run (kind {kind!r})")
     return kind
-
-
-@dataclass
-class VAERun:
-    """An opened VAE run folder: its config, history and trained model."""
-
-    path: Path
-    cfg: RunConfig
-    model: VAE
-    history: list[dict]
-    device: torch.device
 
 
 def trained_config(run_dir: Path, kind: str, cls: type):
@@ -97,14 +87,3 @@ def trained_config(run_dir: Path, kind: str, cls: type):
         raise RunError(f"{run_dir} has no trained weights yet ({checkpoint.WEIGHTS} missing)")
     checkpoint.recover(run_dir)
     return cfg
-
-
-def open_vae(run_dir, device: str = "auto") -> VAERun:
-    """Open a trained VAE run: validate config.json, rebuild the model, load and check its weights."""
-    run_dir = Path(run_dir)
-    cfg = trained_config(run_dir, "vae", RunConfig)
-    dev = pick_device(device)
-    model = build_vae(cfg.model.family, cfg.model.arch, cfg.model.latent_dim)
-    model.load_state_dict(checkpoint.load_weights(run_dir / checkpoint.WEIGHTS, model.state_dict()))
-    history = checkpoint.load_state(run_dir).get("history", [])
-    return VAERun(run_dir, cfg, model.to(dev).eval(), history, dev)

@@ -1,6 +1,6 @@
 """One optimisation step as a callable, run eagerly or, on CUDA, replayed from a captured CUDA graph.
 
-A VAE step on MNIST is tens of tiny kernels: on a GPU the time goes to launching them from Python
+A VAE step on 28x28 images is tens of tiny kernels: on a GPU the time goes to launching them from Python
 (about 3 ms a step on an H200, measured), not to the arithmetic. Capturing the whole step (gather of
 the batch, forward, loss, backward, Adam) once and replaying it costs one launch per step. The first
 steps run eagerly on a side stream (capture needs warmed-up kernels and allocators); they are real
@@ -27,31 +27,48 @@ def graphs_wanted(device: torch.device) -> bool:
     return device.type == "cuda" and os.environ.get("VAELAB_CUDA_GRAPHS", "1") != "0"
 
 
-def make_optimizer(params, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(params, lr: float, capturable: bool = False, lr_tensor: bool = False) -> torch.optim.Optimizer:
     """Adam, fused where PyTorch has a fused kernel (about 4x cheaper a step on CPU than the default);
-    `capturable` (its step count on the device) when a CUDA graph will hold its update."""
+    `capturable` (its step count on the device) when a CUDA graph will hold its update. With
+    `lr_tensor` (and capturable) the learning rate is a device tensor, so a schedule can change it
+    between replays of a graph (set_lr); a float would be frozen into the graph at capture."""
     params = list(params)
+    if capturable and lr_tensor:
+        lr = torch.tensor(lr, device=params[0].device)
     try:
         return torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
     except (RuntimeError, TypeError):  # fused unsupported for this device or build
         return torch.optim.Adam(params, lr=lr, capturable=capturable)
 
 
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate: in place for a tensor lr (graph-safe), else as a float."""
+    for group in opt.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
 def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
-    """opt.load_state_dict, keeping this optimizer's own `capturable` and `fused` (a run trained with
-    CUDA graphs can be resumed on the CPU, and the other way round)."""
-    own = [{k: g.get(k) for k in ("capturable", "fused")} for g in opt.param_groups]
+    """opt.load_state_dict, keeping this optimizer's own `capturable`, `fused` and lr object (a run trained
+    with CUDA graphs can be resumed on the CPU, and the other way round; the lr is the config's, or a
+    schedule's that sets it every step)."""
+    own = [{k: g.get(k) for k in ("capturable", "fused", "lr")} for g in opt.param_groups]
     opt.load_state_dict(state)
     for group, flags in zip(opt.param_groups, own):
         group.update(flags)
 
 
-def eager(compute: Compute, opt: torch.optim.Optimizer) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The plain step: zero grads, forward and loss, backward, Adam; returns the record."""
+def eager(compute: Compute, opt: torch.optim.Optimizer,
+          clip: Callable[[], None] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The plain step: zero grads, forward and loss, backward, clip() if given, Adam; returns the record."""
     def step(idx: torch.Tensor) -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
         loss, record = compute(idx)
         loss.backward()
+        if clip is not None:
+            clip()
         opt.step()
         return record.detach()
     return step
@@ -64,8 +81,9 @@ class GraphedStep:
     static memory: copy it (per_step[i] = step(idx)) before the next call.
     """
 
-    def __init__(self, compute: Compute, opt: torch.optim.Optimizer, batch_size: int, warmup: int = 3):
-        self.step, self.batch_size, self.warmup = eager(compute, opt), batch_size, warmup
+    def __init__(self, compute: Compute, opt: torch.optim.Optimizer, batch_size: int, warmup: int = 3,
+                 clip: Callable[[], None] | None = None):
+        self.step, self.batch_size, self.warmup = eager(compute, opt, clip), batch_size, warmup
         self.opt, self.calls, self.graph = opt, 0, None
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
@@ -91,7 +109,24 @@ class GraphedStep:
 
 
 def step_function(compute: Compute, opt: torch.optim.Optimizer, device: torch.device, batch_size: int,
-                  graphs: bool | None = None):
-    """The fastest faithful step for `device`: graphed on CUDA (unless turned off), else eager."""
+                  graphs: bool | None = None, clip: Callable[[], None] | None = None,
+                  before: Callable[[], None] | None = None, after: Callable[[], None] | None = None):
+    """The fastest faithful step for `device`: graphed on CUDA (unless turned off), else eager.
+
+    clip() runs inside the step, between backward and Adam (captured in the graph: device work only);
+    before() and after() run outside it, around every step (a learning-rate schedule that must change
+    between replays, an EMA update whose decay changes with the step count).
+    """
     graphs = graphs_wanted(device) if graphs is None else graphs
-    return GraphedStep(compute, opt, batch_size) if graphs else eager(compute, opt)
+    core = GraphedStep(compute, opt, batch_size, clip=clip) if graphs else eager(compute, opt, clip)
+    if before is None and after is None:
+        return core
+
+    def step(idx: torch.Tensor) -> torch.Tensor:
+        if before is not None:
+            before()
+        record = core(idx)
+        if after is not None:
+            after()
+        return record
+    return step

@@ -16,7 +16,7 @@ import torch
 
 from vaelab.engine.checkpoint import atomic_write_text
 from vaelab.metrics.classifier import ReferenceClassifier, load_or_train
-from vaelab.data.images import MNIST, to_unit
+from vaelab.data.images import Images, to_unit
 from vaelab.errors import VaelabError
 
 PR_K = 3  # the k of the k-NN radii; Kynkaanniemi et al. recommend k = 3
@@ -26,7 +26,7 @@ ANCHOR_SEED = 12345
 
 @torch.no_grad()
 def features(images: torch.Tensor, clf: ReferenceClassifier, batch: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Penultimate features (N, F) and class probabilities (N, 10) of images (N, 1, 28, 28) in [0, 1]."""
+    """Penultimate features (N, F) and class probabilities (N, C) of images (N, 1, 28, 28) in [0, 1]."""
     if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
         raise ValueError(f"images must be (N, 1, 28, 28), got {tuple(images.shape)}")
     device = next(clf.net.parameters()).device
@@ -92,16 +92,16 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = PR_K) -> t
 
 
 def classifier_score(probs: torch.Tensor, eps: float = 1e-12) -> float:
-    """exp(E_x KL(p(y|x) || p(y))): the Inception Score formula on the reference classifier (1 to 10)."""
+    """exp(E_x KL(p(y|x) || p(y))): the Inception Score formula on the reference classifier (1 to C classes)."""
     p = probs.double()
-    p_y = p.mean(0, keepdim=True)  # (1, 10) marginal
+    p_y = p.mean(0, keepdim=True)  # (1, C) marginal
     kl = (p * ((p + eps).log() - (p_y + eps).log())).sum(1)  # (N,)
     return float(kl.mean().exp())
 
 
 def class_histogram(probs: torch.Tensor) -> dict:
-    """Predicted-class counts, their entropy (nats; ln 10 = 2.303 is uniform) and the rarest class's share."""
-    counts = torch.bincount(probs.argmax(1), minlength=10)
+    """Predicted-class counts, their entropy (nats; ln C is uniform: 2.303 for 10) and the rarest class's share."""
+    counts = torch.bincount(probs.argmax(1), minlength=probs.shape[1])
     share = counts.double() / counts.sum()
     entropy = float(-(share[share > 0] * share[share > 0].log()).sum())
     return {"class_histogram": counts.tolist(), "class_entropy": entropy,
@@ -115,12 +115,19 @@ def compare_features(real_f: torch.Tensor, fake_f: torch.Tensor, fake_p: torch.T
             "classifier_score": classifier_score(fake_p), **class_histogram(fake_p)}
 
 
-def reference_images(mnist: MNIST, n_ref: int) -> torch.Tensor:
-    """The reference set: the first n_ref test images (all 10,000 by default), float in [0, 1]."""
-    return to_unit(mnist.test_x[:n_ref])
+def reference_images(data: Images, n_ref: int) -> torch.Tensor:
+    """The reference set: the first n_ref test images of the dataset (all 10,000 by default), float in [0, 1]."""
+    return to_unit(data.test_x[:n_ref])
 
 
-def anchors(mnist: MNIST, clf: ReferenceClassifier, n: int, n_ref: int, real_f: torch.Tensor | None = None,
+def check_classifier(data: Images, clf: ReferenceClassifier) -> None:
+    """VaelabError if `clf` was trained on another dataset than `data` (one built by hand names none: accepted)."""
+    if clf.dataset is not None and clf.dataset != data.dataset.name:
+        raise VaelabError(f"the reference classifier was trained on {clf.dataset}, but the images are "
+                          f"{data.dataset.title}: its features would not mean anything")
+
+
+def anchors(data: Images, clf: ReferenceClassifier, n: int, n_ref: int, real_f: torch.Tensor | None = None,
             log=lambda m: print(m, file=sys.stderr)) -> dict:
     """Floor (n training images) and ceiling (n uniform-noise images) against the reference set; cached."""
     key = f"{clf.sha256}:{n}x{n_ref}"  # anchors depend on the classifier and on both set sizes (FD is biased in N)
@@ -135,10 +142,10 @@ def anchors(mnist: MNIST, clf: ReferenceClassifier, n: int, n_ref: int, real_f: 
             return cache[key]
     log(f"computing the sample-quality anchors for N = {n} (once per classifier and N)")
     if real_f is None:
-        real_f = features(reference_images(mnist, n_ref), clf)[0]
+        real_f = features(reference_images(data, n_ref), clf)[0]
     g = torch.Generator().manual_seed(ANCHOR_SEED)
-    train_idx = torch.randperm(len(mnist.train_x), generator=g)[:n]
-    floor_f, floor_p = features(to_unit(mnist.train_x[train_idx]), clf)
+    train_idx = torch.randperm(len(data.train_x), generator=g)[:n]
+    floor_f, floor_p = features(to_unit(data.train_x[train_idx]), clf)
     noise_f, noise_p = features(torch.rand(n, 1, 28, 28, generator=g), clf)
     result = {"floor": {"what": f"{len(train_idx)} random training images vs the test set",
                         **compare_features(real_f, floor_f, floor_p)},
@@ -150,27 +157,30 @@ def anchors(mnist: MNIST, clf: ReferenceClassifier, n: int, n_ref: int, real_f: 
     return result
 
 
-def sample_quality(images: torch.Tensor, mnist: MNIST, device: torch.device | str = "cpu", n_ref: int = 10000,
+def sample_quality(images: torch.Tensor, data: Images, device: torch.device | str = "cpu", n_ref: int = 10000,
                    clf: ReferenceClassifier | None = None, with_anchors: bool = True) -> dict:
-    """Score generated images (N, 1, 28, 28) in [0, 1] against the first n_ref MNIST test images.
+    """Score generated images (N, 1, 28, 28) in [0, 1] against the first n_ref test images of `data`'s dataset.
 
-    `device` (a torch.device or 'cpu'/'cuda') runs the classifier; `clf` skips loading the cached one.
+    `device` (a torch.device or 'cpu'/'cuda') runs the classifier; `clf` (trained on the same dataset)
+    skips loading the dataset's cached one.
     Returns FD-LeNet, precision, recall, classifier score, class histogram, the settings, and the anchors.
     """
     if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
         raise ValueError(f"images must be (N, 1, 28, 28), got {tuple(images.shape)}")
     if not (0 <= float(images.min()) and float(images.max()) <= 1):
         raise ValueError("images must be intensities in [0, 1]")
-    n_ref = min(n_ref, len(mnist.test_x))
+    n_ref = min(n_ref, len(data.test_x))
     if len(images) <= PR_K or n_ref <= PR_K:
         raise VaelabError(f"sample quality needs more than {PR_K} images on each side (k-NN radii); "
                           f"got {len(images)} generated and {n_ref} reference images")
-    clf = clf or load_or_train(mnist, device)
-    real_f, _ = features(reference_images(mnist, n_ref), clf)
+    clf = clf or load_or_train(data, device)
+    check_classifier(data, clf)
+    real_f, _ = features(reference_images(data, n_ref), clf)
     fake_f, fake_p = features(images, clf)
-    out = {"n": len(images), "n_ref": n_ref, "reference": f"first {n_ref} MNIST test images (intensities in [0, 1])",
+    out = {"n": len(images), "n_ref": n_ref,
+           "reference": f"first {n_ref} {data.dataset.title} test images (intensities in [0, 1])",
            "features": f"LeNet penultimate layer ({clf.net.feature_dim})", "pr_k": PR_K,
            "classifier": clf.describe(), **compare_features(real_f, fake_f, fake_p)}
     if with_anchors:
-        out["anchors"] = anchors(mnist, clf, len(images), n_ref, real_f)
+        out["anchors"] = anchors(data, clf, len(images), n_ref, real_f)
     return out

@@ -1,7 +1,8 @@
 """The reproduction report: study folders -> DIR/REPORT.md and a self-contained DIR/report.html.
 
-Reads saved results only (studies.py); the figures of the chosen models are drawn from their saved
-weights by figures.py. Every image of the HTML is embedded as a data URI, so the file can be mailed.
+Reads saved results only (tables.py, and comparison.json of `vaelab versus`); the figures of the chosen
+models are drawn from their saved weights by vae/figures.py, on the dataset each run was trained on.
+Every image of the HTML is embedded as a data URI, so the file can be mailed.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from pathlib import Path
 import numpy as np
 
 from vaelab import plots
-from vaelab.studies import tables as studies
+from vaelab.data.datasets import DEFAULT as DEFAULT_DATASET
+from vaelab.data.datasets import get as get_dataset
 from vaelab.engine.checkpoint import atomic_write_text
+from vaelab.metrics.evaluate import Data, Loader, images_for
+from vaelab.studies import tables as studies
+from vaelab.studies import versus
+from vaelab.vae import figures
+from vaelab.vae.run import open_vae
 
 TITLES = {"dense": "Dense VAEs: latent size x hidden sizes (report 2.6)",
           "conv": "Convolutional VAEs: latent size x architecture (report 3.3)",
           "beta": "The effect of beta (report 4)"}
+VERSUS_TITLE = "VAE against DDPM (the report's proposed comparison)"
 
 
 def curve_figure(rows: list[studies.Row], metric: str, ylabel: str, title: str, path: Path) -> Path:
@@ -57,12 +65,28 @@ def rate_distortion(rows: list[studies.Row], path: Path) -> Path:
     return plots.save(fig, path)
 
 
-def model_figures(run_dir: Path, data, with_latent: bool = True) -> list[Path]:
-    """The report's figures (samples, latent space, interpolation) for one run, drawn from its weights."""
-    from vaelab.vae import figures
-    from vaelab.engine.runs import open_vae
+def loader_once(data: Data) -> Loader | None:
+    """None (no figures) stays None; Images or a loader become a loader that loads each dataset once."""
+    if data is None:
+        return None
+    loaded = {}
 
+    def load_once(name: str):
+        if name not in loaded:
+            loaded[name] = images_for(name, data)
+        return loaded[name]
+    return load_once
+
+
+def titles(names) -> str:
+    """'MNIST', or 'Fashion-MNIST and MNIST': the titles of registered dataset names, sorted by name."""
+    return " and ".join(get_dataset(n).title for n in sorted(set(names)) or [DEFAULT_DATASET])
+
+
+def model_figures(run_dir: Path, data: Data, with_latent: bool = True) -> list[Path]:
+    """The report's figures (samples, latent space, interpolation) for one run, drawn from its weights."""
     run = open_vae(run_dir, "cpu")
+    data = images_for(run.cfg.dataset, data)  # the run's own dataset
     paths = [figures.samples(run), figures.reconstructions(run, data)]
     if with_latent:
         paths.append(figures.latent(run, data)[0])
@@ -95,8 +119,22 @@ def study_section(study: str, sweep_dir: Path, fig_dir: Path, data) -> dict:
             names = ["samples", "reconstructions", "latent space", "interpolation"]
             for name, p in zip(names, model_figures(chosen.runs[0], data)):
                 images.append((f"The report's choice ({studies.label(chosen)}): {name}", p))
-    return {"study": study, "title": TITLES[study], "header": header, "body": body,
+    names = sorted({r.dataset for r in rows})
+    title = TITLES[study] + ("" if names in ([], [DEFAULT_DATASET]) else f", on {titles(names)}")
+    return {"study": study, "title": title, "datasets": names, "header": header, "body": body,
             "verdict": studies.verdict(study, rows), "images": images, "runs": sum(len(r.runs) for r in rows)}
+
+
+def md_table(header: list[str], body: list[list[str]]) -> list[str]:
+    """A Markdown table's lines: header, rule, one line per row."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in body)]
+
+
+def html_table(header: list[str], body: list[list[str]]) -> str:
+    """An HTML table: header cells, then one row per list of cells (all escaped)."""
+    e = html.escape
+    return ("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body) + "</table>")
 
 
 def markdown(sections: list[dict], extra: list[str], out: Path, intro: str) -> str:
@@ -104,9 +142,7 @@ def markdown(sections: list[dict], extra: list[str], out: Path, intro: str) -> s
     lines = ["# vaelab reproduction report", "", intro, ""]
     for s in sections:
         lines += [f"## {s['title']}", "", f"**Verdict.** {s['verdict']}", ""]
-        lines += ["| " + " | ".join(s["header"]) + " |", "|" + "---|" * len(s["header"])]
-        lines += ["| " + " | ".join(row) + " |" for row in s["body"]]
-        lines.append("")
+        lines += md_table(s["header"], s["body"]) + [""]
         for caption, p in s["images"]:
             lines += [f"![{caption}]({Path(p).relative_to(out) if Path(p).is_relative_to(out) else p})", f"*{caption}*", ""]
     return "\n".join(lines + extra) + "\n"
@@ -135,10 +171,8 @@ def to_html(sections: list[dict], intro: str, extra_html: str = "") -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>vaelab report</title><style>{CSS}</style>"
              f"</head><body><h1>vaelab reproduction report</h1><p>{e(intro)}</p>"]
     for s in sections:
-        parts.append(f"<h2>{e(s['title'])}</h2><p class='verdict'><b>Verdict.</b> {e(s['verdict'])}</p><table><tr>"
-                     + "".join(f"<th>{e(h)}</th>" for h in s["header"]) + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in s["body"]]
-        parts.append("</table>")
+        parts.append(f"<h2>{e(s['title'])}</h2><p class='verdict'><b>Verdict.</b> {e(s['verdict'])}</p>"
+                     + html_table(s["header"], s["body"]))
         parts += [f"<figure><img src='{data_uri(p)}' alt='{e(c)}'><figcaption>{e(c)}</figcaption></figure>"
                   for c, p in s["images"]]
     parts.append(extra_html + CHECK + "</body></html>")
@@ -146,33 +180,35 @@ def to_html(sections: list[dict], intro: str, extra_html: str = "") -> str:
 
 
 def versus_section(folder: Path) -> tuple[list[str], str]:
-    """The VAE-against-DDPM section (from `vaelab versus` output in `folder`), as Markdown lines and HTML."""
-    md, png = folder / "comparison.md", folder / "comparison.png"
-    if not md.is_file():
+    """The VAE-against-DDPM section from comparison.json in `folder` (`vaelab versus`), as Markdown lines and HTML."""
+    result = versus.read(folder)
+    if result is None:
         return [], ""
-    text = md.read_text()
-    title = "VAE against DDPM (the report's proposed comparison)"
-    lines = [f"## {title}", "", text, f"![samples side by side]({png.relative_to(folder.parent)})", ""]
-    intro, _, table_md = text.partition("\n\n")
-    rows = [r.strip("|").split("|") for r in table_md.strip().splitlines() if r.startswith("|") and "---" not in r]
-    cells = "".join("<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c.strip())}</{'th' if i == 0 else 'td'}>"
-                                     for c in r) + "</tr>" for i, r in enumerate(rows))
-    page = (f"<h2>{title}</h2><p>{html.escape(intro)}</p><table>{cells}</table>"
-            f"<figure><img src='{data_uri(png)}' alt='VAE and DDPM samples'><figcaption>Samples side by side"
-            "</figcaption></figure>") if png.is_file() else ""
+    png = folder / "comparison.png"
+    header, body = versus.table(result)
+    text = versus.intro(result)
+    lines = [f"## {VERSUS_TITLE}", "", text, "", *md_table(header, body), ""]
+    page = f"<h2>{html.escape(VERSUS_TITLE)}</h2><p>{html.escape(text)}</p>{html_table(header, body)}"
+    if png.is_file():
+        lines += [f"![samples side by side]({png.relative_to(folder.parent)})", ""]
+        page += (f"<figure><img src='{data_uri(png)}' alt='VAE and DDPM samples'><figcaption>Samples side by side"
+                 "</figcaption></figure>")
     return lines, page
 
 
-def build(out: Path, data=None, profile_note: str = "", extra_md: list[str] | None = None,
+def build(out: Path, data: Data = None, profile_note: str = "", extra_md: list[str] | None = None,
           extra_html: str = "") -> tuple[Path, Path]:
-    """Write REPORT.md and report.html for the study folders found under `out`; return their paths."""
+    """Write REPORT.md and report.html for the study folders under `out` (data: Images or a loader for figures)."""
     out = Path(out)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
+    data = loader_once(data)
     sections = [study_section(s, out / s, fig_dir, data) for s in ("dense", "conv", "beta") if (out / s).is_dir()]
+    names = [n for s in sections for n in s["datasets"]]
     intro = (f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {sum(s['runs'] for s in sections)} runs. "
              f"{profile_note} Numbers are per test image; -ELBO, reconstruction and KL in nats; FD-LeNet is the "
-             "Frechet distance in the features of vaelab's own MNIST classifier (not FID); ± is the spread over seeds.")
+             f"Frechet distance in the features of vaelab's own {titles(names)} classifier (not FID); ± is the "
+             "spread over seeds.")
     versus_md, versus_html = versus_section(out / "ddpm")
     extra_md, extra_html = (extra_md or []) + versus_md, extra_html + versus_html
     md_path, html_path = out / "REPORT.md", out / "report.html"

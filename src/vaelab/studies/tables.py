@@ -12,6 +12,9 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vaelab.data.datasets import DEFAULT as DEFAULT_DATASET
+from vaelab.vae.models import build_vae, count_parameters
+
 # The report's own choices, to check the numbers against (sections 2.6, 3.3 and 4)
 REPORT_CHOICE = {"dense": ("256-512", 5, 1.0), "conv": ("32-64-128", 10, 1.0), "beta": ("32-64-128", 10, 1.0)}
 PARAMS = {}  # (family, arch, latent) -> parameter count, filled lazily
@@ -21,8 +24,6 @@ def parameters(family: str, arch: str, latent: int) -> int:
     """Parameter count of a configuration (built once on the CPU, cached)."""
     key = (family, arch, latent)
     if key not in PARAMS:
-        from vaelab.vae.models import build_vae, count_parameters
-
         PARAMS[key] = count_parameters(build_vae(family, arch, latent))
     return PARAMS[key]
 
@@ -35,11 +36,13 @@ class Row:
     arch: str
     latent: int
     beta: float
+    dataset: str = DEFAULT_DATASET  # the registry name of the data its runs were trained on
     runs: list[Path] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple:
+        """(arch, latent, beta): what REPORT_CHOICE names."""
         return (self.arch, self.latent, self.beta)
 
     def mean(self, name: str) -> float | None:
@@ -75,12 +78,12 @@ def run_values(run_dir: Path) -> dict[str, float]:
 
 
 def collect(sweep_dir: Path) -> list[Row]:
-    """Rows of a sweep folder, one per (arch, latent, beta), seeds merged, in a stable order."""
+    """Rows of a sweep folder, one per (arch, latent, beta, dataset), seeds merged, in a stable order."""
     rows: dict[tuple, Row] = {}
     for run_dir in sorted(p for p in Path(sweep_dir).iterdir() if (p / "metrics.jsonl").is_file()):
         cfg = json.loads((run_dir / "config.json").read_text())
         m, t = cfg["model"], cfg["train"]
-        key = (m["family"], m["arch"], m["latent_dim"], t["beta"])
+        key = (m["family"], m["arch"], m["latent_dim"], t["beta"], cfg.get("dataset", DEFAULT_DATASET))
         row = rows.setdefault(key, Row(*key))
         row.runs.append(run_dir)
         for name, value in run_values(run_dir).items():

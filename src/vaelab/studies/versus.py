@@ -1,13 +1,16 @@
 """VAE against DDPM, as the report's conclusion proposes: the same sample-quality metrics, sampling speed,
-size and training time, side by side, plus a DDPM evaluator for `vaelab evaluate`.
+size and training time, side by side.
 
-Every generator is scored by quality.sample_quality on N images against the same test images, so FD-LeNet
-values compare only at equal N (the table states N).
+Both runs must be trained on the same dataset; every generator is scored by quality.sample_quality on
+N images against the same test images with that dataset's reference classifier, so FD-LeNet values
+compare only at equal N (the table states N). The result is data (comparison.json); `table` renders its
+rows for the Markdown here and for the report's HTML alike.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -15,16 +18,30 @@ import numpy as np
 import torch
 
 from vaelab import plots
-from vaelab.metrics import quality
+from vaelab.data.datasets import DEFAULT as DEFAULT_DATASET
+from vaelab.data.datasets import get as get_dataset
+from vaelab.data.images import Images
+from vaelab.diffusion.sample import generate
+from vaelab.diffusion.train import open_ddpm
 from vaelab.engine.checkpoint import atomic_write_text
-from vaelab.data.images import MNIST
+from vaelab.errors import VaelabError
+from vaelab.metrics import quality
+from vaelab.metrics.classifier import load_or_train
+from vaelab.metrics.evaluate import Data, images_for
 from vaelab.vae.models import count_parameters
+from vaelab.vae.run import open_vae
 
 # name -> (sampler, steps, eta): the DDPM's ways of sampling compared here. DDIM with eta = 0 is the
 # deterministic sampler; eta = 1 adds DDPM-like noise at each of its 50 steps. On the 3-epoch quick
 # DDPM, N = 500, seeds 0/1: FD-LeNet DDPM-1000 124.8; DDIM-50 eta 0 161.1/151.5; eta 1 118.6/127.3.
 DDPM_SAMPLERS = {"DDPM-1000": ("ddpm", None, None), "DDIM-100": ("ddim", 100, 0.0), "DDIM-50": ("ddim", 50, 0.0),
                  "DDIM-50-eta1": ("ddim", 50, 1.0)}
+# the table: (header, key of a row, format)
+COLUMNS = [("generator", "generator", "{}"), ("ms per image", "ms_per_image", "{:.2f}"),
+           ("images/s", "images_per_second", "{:.1f}"), ("FD-LeNet", "fd_lenet", "{:.2f}"),
+           ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
+           ("classifier score", "classifier_score", "{:.2f}"), ("class entropy", "class_entropy", "{:.3f}"),
+           ("rarest class share", "rarest_class_share", "{:.3f}")]
 
 
 @torch.no_grad()
@@ -42,35 +59,36 @@ def train_seconds(history: list[dict]) -> float | None:
     return history[-1].get("seconds") if history else None
 
 
-def score(name: str, images: torch.Tensor, speed: float, mnist: MNIST, clf, device) -> dict:
+def score(name: str, images: torch.Tensor, speed: float, data: Images, clf, device) -> dict:
     """Sample-quality numbers of one generator, with its speed."""
-    sq = quality.sample_quality(images, mnist, device, n_ref=len(mnist.test_x), clf=clf, with_anchors=False)
+    sq = quality.sample_quality(images, data, device, n_ref=len(data.test_x), clf=clf, with_anchors=False)
     keep = ("fd_lenet", "precision", "recall", "classifier_score", "class_entropy", "rarest_class_share")
     return {"generator": name, "n": len(images), "images_per_second": speed,
             "ms_per_image": 1000.0 / speed, **{k: sq[k] for k in keep}}
 
 
-def compare(vae_dir: Path, ddpm_dir: Path, mnist: MNIST, n: int = 1000, samplers=tuple(DDPM_SAMPLERS),
-            device: str = "auto", seed: int = 0, log=print) -> dict:
-    """Score the VAE and each DDPM sampler on n images; returns the comparison (also the samples shown)."""
-    from vaelab.metrics.classifier import load_or_train
-    from vaelab.diffusion.figures import generate
-    from vaelab.diffusion.train import open_ddpm
-    from vaelab.engine.runs import open_vae
-
+def compare(vae_dir: Path, ddpm_dir: Path, data: Data = None, n: int = 1000, samplers=tuple(DDPM_SAMPLERS),
+            device: str = "auto", seed: int = 0, log=print, data_dir=None) -> dict:
+    """Score the VAE and each DDPM sampler on n images of their one dataset; the comparison (and samples shown)."""
+    # data: that dataset's Images, a loader (name -> Images), or None to load it from data_dir
     vae, ddpm = open_vae(vae_dir, device), open_ddpm(ddpm_dir, device)
-    clf = load_or_train(mnist, vae.device)
+    if vae.cfg.dataset != ddpm.cfg.dataset:
+        raise VaelabError(f"the VAE {vae_dir} was trained on {get_dataset(vae.cfg.dataset).title} and the DDPM "
+                          f"{ddpm_dir} on {get_dataset(ddpm.cfg.dataset).title}: compare runs of one dataset")
+    data = images_for(vae.cfg.dataset, data, data_dir)
+    clf = load_or_train(data, vae.device)
     rows, shown = [], {}
     images, speed = vae_generate(vae, n, seed)
-    rows.append(score("VAE", images, speed, mnist, clf, vae.device))
+    rows.append(score("VAE", images, speed, data, clf, vae.device))
     shown["VAE"] = images[:16]
     for name in samplers:
         sampler, steps, eta = DDPM_SAMPLERS[name]
         log(f"sampling {n} images with {name}")
         images, speed = generate(ddpm, n, sampler, steps, eta=eta, seed=seed)
-        rows.append(score(name, images, speed, mnist, clf, ddpm.device))
+        rows.append(score(name, images, speed, data, clf, ddpm.device))
         shown[name] = images[:16]
-    return {"n": n, "device": str(vae.device), "threads": torch.get_num_threads(),
+    return {"n": n, "dataset": data.dataset.name, "n_ref": len(data.test_x), "classifier": clf.describe(),
+            "device": str(vae.device), "threads": torch.get_num_threads(),
             "hardware": torch.cuda.get_device_name() if vae.device.type == "cuda" else "CPU",
             "vae": {"run": str(vae_dir), "parameters": count_parameters(vae.model),
                     "train_seconds": train_seconds(vae.history), "epochs": len(vae.history)},
@@ -79,19 +97,33 @@ def compare(vae_dir: Path, ddpm_dir: Path, mnist: MNIST, n: int = 1000, samplers
             "rows": rows, "shown": shown}
 
 
+def title_of(result: dict) -> str:
+    """The title of the result's dataset (comparisons written before datasets were recorded are MNIST)."""
+    return get_dataset(result.get("dataset", DEFAULT_DATASET)).title
+
+
+def intro(result: dict) -> str:
+    """One sentence: which runs, their size and training time, N, the reference set and the hardware."""
+    v, d = result["vae"], result["ddpm"]
+    return (f"VAE {v['run']} ({v['parameters']:,} parameters, {v['epochs']} epochs, {v['train_seconds'] or 0:.0f} s "
+            f"of training) against DDPM {d['run']} ({d['parameters']:,} parameters, {d['epochs']} epochs, "
+            f"{d['train_seconds'] or 0:.0f} s). N = {result['n']} images each against the "
+            f"{result.get('n_ref', 10000):,} {title_of(result)} test images; {result['hardware']}, "
+            f"{result['threads']} thread(s).")
+
+
+def table(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the comparison table (one row per generator): the one renderer of Markdown and HTML."""
+    header = [h for h, _, _ in COLUMNS]
+    body = [[fmt.format(r[key]) for _, key, fmt in COLUMNS] for r in result["rows"]]
+    return header, body
+
+
 def markdown(result: dict) -> str:
     """The comparison as a Markdown table (with the hardware it ran on)."""
-    v, d = result["vae"], result["ddpm"]
-    lines = [f"VAE {v['run']} ({v['parameters']:,} parameters, {v['epochs']} epochs, {v['train_seconds'] or 0:.0f} s "
-             f"of training) against DDPM {d['run']} ({d['parameters']:,} parameters, {d['epochs']} epochs, "
-             f"{d['train_seconds'] or 0:.0f} s). N = {result['n']} images each against the 10,000 test images; "
-             f"{result['hardware']}, {result['threads']} thread(s).", "",
-             "| generator | ms per image | images/s | FD-LeNet | precision | recall | classifier score | "
-             "class entropy | rarest class share |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['generator']} | {r['ms_per_image']:.2f} | {r['images_per_second']:.1f} | "
-                     f"{r['fd_lenet']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['classifier_score']:.2f} | "
-                     f"{r['class_entropy']:.3f} | {r['rarest_class_share']:.3f} |")
+    header, body = table(result)
+    lines = [intro(result), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines) + "\n"
 
 
@@ -99,30 +131,29 @@ def figure(result: dict, path: Path) -> Path:
     """Samples side by side: one row of 16 per generator."""
     names = list(result["shown"])
     images = np.concatenate([result["shown"][k].numpy()[:, 0] for k in names])
-    return plots.image_grid(images, len(names), 16, "VAE and DDPM samples, side by side", path,
-                            row_labels=names, cell=0.7)
+    return plots.image_grid(images, len(names), 16, f"VAE and DDPM samples ({title_of(result)}), side by side",
+                            path, row_labels=names, cell=0.7)
 
 
 def write(result: dict, out: Path) -> tuple[Path, Path, Path]:
-    """comparison.json, comparison.md and comparison.png in `out`."""
+    """comparison.json (the result), comparison.md (rendered from it) and comparison.png in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in result.items() if k != "shown"}
     atomic_write_text(out / "comparison.json", json.dumps(data, indent=2) + "\n")
-    atomic_write_text(out / "comparison.md", markdown(result))
+    atomic_write_text(out / "comparison.md", markdown(data))
     return out / "comparison.json", out / "comparison.md", figure(result, out / "comparison.png")
 
 
-def evaluate_ddpm(path: Path, mnist: MNIST, s, device: str = "auto", clf=None) -> dict:
-    """metrics.json of a DDPM run: sample quality of s.n_samples DDIM-50 images (the fast sampler)."""
-    from vaelab.diffusion.figures import generate
-    from vaelab.diffusion.train import open_ddpm
-
-    run = open_ddpm(path, device)
-    images, speed = generate(run, s.n_samples, "ddim", 50, seed=s.seed)
-    sq = quality.sample_quality(images, mnist, run.device, s.n_ref, clf=clf)
-    sq["samples"] = f"DDIM-50 (eta 0) with the EMA weights, {speed:.1f} images/s"
-    return {"format": "vaelab-metrics-1", "kind": "ddpm", "run": str(path),
-            "model": f"DDPM, {count_parameters(run.model):,} parameters, {len(run.history)} epochs",
-            "data_variant": "grayscale", "data_note": "grayscale MNIST scaled to [-1, 1] for the diffusion",
-            "settings": {"n_samples": s.n_samples, "n_ref": s.n_ref, "sampler": "ddim", "steps": 50, "seed": s.seed},
-            "sample_quality": sq, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+def read(folder: Path) -> dict | None:
+    """The comparison.json in `folder`, or None where there is none (or it is unreadable, with a note)."""
+    path = Path(folder) / "comparison.json"
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        table(result)  # every key the renderers need is there
+        intro(result)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, VaelabError) as e:
+        print(f"note: {path} is not a readable comparison ({type(e).__name__}: {e}); left out", file=sys.stderr)
+        return None
+    return result

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.manifold import TSNE
 
 from vaelab import plots
-from vaelab.data.images import MNIST, to_unit
-from vaelab.engine.runs import VAERun
+from vaelab.data.images import Images, to_unit
+from vaelab.vae.run import VAERun
 
 
 def describe(run: VAERun) -> str:
@@ -48,7 +49,7 @@ def samples(run: VAERun, seed: int = 0) -> Path:
                             run.path / "samples.png")
 
 
-def reconstructions(run: VAERun, data: MNIST, n: int = 10, seed: int = 0) -> Path:
+def reconstructions(run: VAERun, data: Images, n: int = 10, seed: int = 0) -> Path:
     """n test images (top) above their reconstructions from the posterior mean (bottom)."""
     idx = torch.randperm(len(data.test_x), generator=generator(seed))[:n]
     x = data.test_x[idx]
@@ -68,14 +69,12 @@ def embed_2d(mu: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
     """2-D view of posterior means: themselves for D = 2, else t-SNE."""
     if mu.shape[1] <= 2:
         return (mu if mu.shape[1] == 2 else np.c_[mu, np.zeros(len(mu))]), "identity"
-    from sklearn.manifold import TSNE
-
     tsne = TSNE(2, learning_rate="auto", random_state=seed, n_jobs=torch.get_num_threads(), **TSNE_SETTINGS)
     return tsne.fit_transform(mu.astype(np.float32)), "t-SNE"
 
 
-def latent(run: VAERun, data: MNIST, seed: int = 0) -> list[Path]:
-    """Test-set posterior means coloured by digit (t-SNE above 2-D); plus the manifold when D = 2."""
+def latent(run: VAERun, data: Images, seed: int = 0) -> list[Path]:
+    """Test-set posterior means coloured by class (t-SNE above 2-D); plus the manifold when D = 2."""
     mu = encode_mu(run, data.test_x)
     t0 = time.perf_counter()
     points, how = embed_2d(mu, seed)
@@ -83,7 +82,8 @@ def latent(run: VAERun, data: MNIST, seed: int = 0) -> list[Path]:
     d = run.cfg.model.latent_dim
     title = f"Latent space of the {len(mu)} test images ({'t-SNE of mu' if how == 't-SNE' else 'mu'})\n{describe(run)}"
     axes = ("t-SNE 1", "t-SNE 2") if how == "t-SNE" else ("z_1", "z_2")
-    paths = [plots.latent_scatter(points, data.test_y.numpy(), title, run.path / "latent.png", *axes)]
+    paths = [plots.latent_scatter(points, data.test_y.numpy(), title, run.path / "latent.png", *axes,
+                                  classes=data.dataset.classes)]
     if d == 2:
         n, extent = 20, 3.0
         grid = np.linspace(-extent, extent, n)
@@ -95,22 +95,22 @@ def latent(run: VAERun, data: MNIST, seed: int = 0) -> list[Path]:
     return paths
 
 
-def interpolation(run: VAERun, data: MNIST, steps: int = 10, seed: int = 0) -> Path:
-    """10-step lines between two random z (report 2.5.4) and between the codes of two test digits."""
+def interpolation(run: VAERun, data: Images, steps: int = 10, seed: int = 0) -> Path:
+    """10-step lines between two random z (report 2.5.4) and between the codes of two test images."""
     g = generator(seed)
     z1, z2 = torch.randn(2, run.cfg.model.latent_dim, generator=g)
-    labels = data.test_y
-    a = int(torch.nonzero(labels == 3)[0])  # two different digits, chosen reproducibly
-    b = int(torch.nonzero(labels == 8)[0])
+    ca, cb = data.dataset.interpolation_pair  # two different classes (digits 3 and 8 for MNIST)
+    a = int(torch.nonzero(data.test_y == ca)[0])  # the first test image of each: chosen reproducibly
+    b = int(torch.nonzero(data.test_y == cb)[0])
     m1, m2 = torch.from_numpy(encode_mu(run, data.test_x[[a, b]]))
     r = torch.linspace(0, 1, steps)[:, None]  # (steps, 1)
     rows = [(1 - r) * z1 + r * z2, (1 - r) * m1 + r * m2]  # each (steps, D)
     images = np.concatenate([decode(run, z) for z in rows])
     return plots.image_grid(images, 2, steps, f"Latent interpolation, {steps} steps\n{describe(run)}",
-                            run.path / "interpolation.png", row_labels=["random z", "test 3 -> 8"])
+                            run.path / "interpolation.png", row_labels=["random z", f"test {data.dataset.class_name(ca)} -> {data.dataset.class_name(cb)}"])
 
 
-def all_figures(run: VAERun, data: MNIST, seed: int = 0) -> list[Path]:
+def all_figures(run: VAERun, data: Images, seed: int = 0) -> list[Path]:
     """Every figure of the report for one run."""
     return [samples(run, seed), reconstructions(run, data, seed=seed), *latent(run, data, seed),
             interpolation(run, data, seed=seed)]

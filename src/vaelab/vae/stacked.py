@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import copy
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from torch.func import functional_call, stack_module_state, vmap
-from tqdm.auto import tqdm
 
-from vaelab.engine import checkpoint
-from vaelab.config import RunConfig, to_dict
-from vaelab.data.images import MNIST
-from vaelab.errors import RunError, VaelabError
-from vaelab.engine.interrupt import Guard
+from vaelab.config import to_dict
+from vaelab.data.images import Images
+from vaelab.engine.loop import Family, Progress, fit, restore
+from vaelab.engine.runs import pick_device
+from vaelab.engine.steps import Compute, graphs_wanted, make_optimizer, step_function
+from vaelab.errors import VaelabError
+from vaelab.vae.config import RunConfig
 from vaelab.vae.losses import stacked_elbo_terms
 from vaelab.vae.models import build_vae
-from vaelab.engine.runs import pick_device
-from vaelab.engine.steps import Compute, graphs_wanted, load_optimizer_state, make_optimizer, step_function
-from vaelab.vae.train import batch_images, batch_sizes, epoch_order, restore_rng, save_epoch, test_images, train_epoch
+from vaelab.vae.train import batch_images, epoch_record, test_images
 
 
 class StackedVAEs(nn.Module):
@@ -120,22 +118,7 @@ def stacked_compute(stacked: StackedVAEs, x_train: torch.Tensor, tc, betas: torc
     return compute
 
 
-def restore_group(run_dirs: list[Path], stacked: StackedVAEs, opt, device) -> tuple[int, list, list]:
-    """Load every run's last epoch into the stack: (epoch, histories, seconds); RunError if they differ."""
-    states = []
-    for k, run_dir in enumerate(run_dirs):
-        checkpoint.recover(run_dir)
-        states.append(checkpoint.load_state(run_dir))
-        stacked.load(k, checkpoint.load_weights(run_dir / checkpoint.WEIGHTS, stacked.weights(k)))
-    epochs = {s["epoch"] for s in states}
-    if len(epochs) != 1:
-        raise RunError(f"the runs stand at different epochs ({sorted(epochs)}); resume them one by one")
-    load_optimizer_state(opt, stack_optimizer_states([s["optimizer"] for s in states]))
-    restore_rng(states[0], device)  # the same in every run of the group
-    return states[0]["epoch"], [list(s["history"]) for s in states], [float(s.get("seconds", 0.0)) for s in states]
-
-
-def train_stacked(run_dirs: list[Path], cfgs: list[RunConfig], data: MNIST, resume: bool = False,
+def train_stacked(run_dirs: list[Path], cfgs: list[RunConfig], data: Images, resume: bool = False,
                   check_every: int = 50, log=lambda m: print(m, file=sys.stderr)) -> list[list[dict]]:
     """Train (or resume) K runs that differ only in beta, together; returns each run's history."""
     check_group(cfgs)
@@ -149,35 +132,26 @@ def train_stacked(run_dirs: list[Path], cfgs: list[RunConfig], data: MNIST, resu
     betas = torch.tensor([c.train.beta for c in cfgs], device=device)
     opt = make_optimizer(stacked.parameters(), tc.lr, capturable=graphs_wanted(device))
     k = len(cfgs)
-    start, histories, seconds = (restore_group(run_dirs, stacked, opt, device) if resume
-                                 else (0, [[] for _ in cfgs], [0.0] * k))
+    progress = (restore(run_dirs, stacked.weights, lambda i, w, s: stacked.load(i, w), opt, device,
+                        stack_optimizer_states) if resume else Progress.fresh(k))
     x_train = data.train_x.to(device)  # (N, 1, 28, 28) uint8
     x_test = test_images(data.test_x.to(device), tc.binarize)
-    n = len(x_train)
-    steps, sizes = batch_sizes(n, tc.batch_size, device)
-    step = step_function(stacked_compute(stacked, x_train, tc, betas), opt, device, tc.batch_size)
-    with Guard() as guard:
-        for epoch in range(start, tc.epochs):
-            t0 = time.perf_counter()
-            perm = epoch_order(n, tc.seed, epoch).to(device)
-            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{tc.epochs} ({k} models)", unit="batch",
-                       leave=False, disable=None, file=sys.stderr)
-            per_step = train_epoch(step, x_train, perm, tc.batch_size, bar, check_every, epoch)  # (steps, K, 3)
-            train = ((per_step * sizes[:, None, None]).sum(0) / n).tolist()  # (K, 3)
-            test = stacked_elbo_on(stacked, x_test, betas).tolist()  # (K, 3)
-            elapsed = time.perf_counter() - t0
-            opt_sd = opt.state_dict()
-            with guard.critical():  # all K checkpoints of this epoch, or (if killed) resume one by one
-                for i, run_dir in enumerate(run_dirs):
-                    seconds[i] += elapsed / k  # each run's share of the stacked time
-                    (loss, recon, kl), (tl, tr, tk) = train[i], test[i]
-                    histories[i].append({
-                        "epoch": epoch + 1, "train_loss": loss, "train_recon": recon, "train_kl": kl,
-                        "train_neg_elbo": recon + kl, "test_loss": tl, "test_neg_elbo": tr + tk,
-                        "test_recon": tr, "test_kl": tk, "epoch_seconds": elapsed / k, "seconds": seconds[i],
-                        "trained_with": k})
-                    save_epoch(guard, run_dir, stacked.weights(i), split_optimizer_state(opt_sd, i), histories[i],
-                               seconds[i], epoch, tc.epochs, device)
-            log(f"epoch {epoch + 1}/{tc.epochs}  {k} models together, {elapsed:.1f} s; test -ELBO " +
-                ", ".join(f"beta {c.train.beta:g}: {t[1] + t[2]:.2f}" for c, t in zip(cfgs, test)))
-    return histories
+
+    def records(epoch: int, train: torch.Tensor) -> list[dict]:
+        test = stacked_elbo_on(stacked, x_test, betas).tolist()  # (K, 3)
+        return [{**epoch_record(tr, {"loss": tl, "neg_elbo": r + kl, "recon": r, "kl": kl}), "trained_with": k}
+                for tr, (tl, r, kl) in zip(train.tolist(), test)]  # train: (K, 3)
+
+    def state(i: int) -> tuple[dict, dict, dict]:
+        if i == 0:  # one state_dict of the stacked optimizer per epoch, sliced for each run
+            state.opt_sd = opt.state_dict()
+        return stacked.weights(i), split_optimizer_state(state.opt_sd, i), {}
+
+    def summary(epoch: int, recs: list[dict], seconds: float) -> str:
+        return (f"epoch {epoch + 1}/{tc.epochs}  {k} models together, {seconds:.1f} s; test -ELBO " +
+                ", ".join(f"beta {c.train.beta:g}: {r['test_neg_elbo']:.2f}" for c, r in zip(cfgs, recs)))
+
+    family = Family(step=step_function(stacked_compute(stacked, x_train, tc, betas), opt, device, tc.batch_size),
+                    records=records, state=state, summary=summary, desc=f" ({k} models)",
+                    check_every=check_every, log=log)
+    return fit(family, run_dirs, progress, tc.epochs, len(x_train), tc.batch_size, tc.seed, device)

@@ -1,0 +1,175 @@
+"""THE epoch loop: every model family (a VAE, several stacked VAEs, the DDPM) trains through `fit`.
+
+A family hands the loop its step (engine/steps.py: eager, or a replayed CUDA graph) and a few
+callbacks (`Family`); the loop owns everything that is the same for all: the data order of epoch e,
+which depends only on (seed, e), so a resumed run sees the same batches; the progress bar; per-step
+records kept in a device tensor and read back every `check_every` steps (one host sync per check, and
+the first non-finite step still named exactly); one metrics record per epoch; one crash-safe
+checkpoint per epoch and run folder, written where Ctrl-C or SIGTERM cannot cut it in half.
+Restoring is the loop's too (`restore`): weights, optimizer, RNG states and history, for one run
+folder or for several trained as one model.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from vaelab.engine import checkpoint
+from vaelab.engine.interrupt import Guard
+from vaelab.engine.steps import load_optimizer_state
+from vaelab.errors import RunError, TrainingDiverged
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of epoch `epoch`: a function of (seed, epoch) only."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def batch_sizes(n: int, bs: int, device) -> tuple[int, torch.Tensor]:
+    """Steps of an epoch and each step's batch size (the last one may be short), to weight batch means."""
+    steps = (n + bs - 1) // bs
+    sizes = torch.full((steps,), float(bs), device=device)
+    sizes[-1] = n - bs * (steps - 1)
+    return steps, sizes
+
+
+def check_finite(losses: torch.Tensor, epoch: int) -> None:
+    """Raise TrainingDiverged naming the first non-finite step of `losses` (steps,) or (steps, models)."""
+    bad = ~torch.isfinite(losses.reshape(len(losses), -1)).all(1)
+    if bad.any():
+        first = int(bad.nonzero()[0])
+        value = losses[first].tolist()
+        raise TrainingDiverged(f"loss became {value} at epoch {epoch + 1}, step {first + 1}; "
+                               f"training stopped, the checkpoint of epoch {epoch} is kept")
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    """Put back the RNG states a checkpoint saved (CPU, and CUDA where the run used it)."""
+    torch.set_rng_state(state["rng_cpu"])
+    if device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"], device)
+
+
+@dataclass
+class Progress:
+    """Where training stands: the next epoch, and each run folder's history and training seconds."""
+
+    epoch: int
+    histories: list[list[dict]]
+    seconds: list[float]
+
+    @classmethod
+    def fresh(cls, runs: int) -> "Progress":
+        """Nothing trained yet, for `runs` run folders."""
+        return cls(0, [[] for _ in range(runs)], [0.0] * runs)
+
+
+def restore(run_dirs: list[Path], expected: Callable[[int], dict], load: Callable[[int, dict, dict], None],
+            opt: torch.optim.Optimizer, device: torch.device,
+            optimizer_state: Callable[[list[dict]], dict] = lambda states: states[0]) -> Progress:
+    """Load each run's last completed epoch: load(k, tensors, state) puts run k's weights back (checked
+    against expected(k), a state_dict); optimizer_state merges the runs' optimizer states into `opt`'s."""
+    states = []
+    for k, run_dir in enumerate(run_dirs):
+        checkpoint.recover(run_dir)
+        state = checkpoint.load_state(run_dir)
+        load(k, checkpoint.load_weights(run_dir / checkpoint.WEIGHTS, expected(k)), state)
+        states.append(state)
+    epochs = {s["epoch"] for s in states}
+    if len(epochs) != 1:
+        raise RunError(f"the runs stand at different epochs ({sorted(epochs)}); resume them one by one")
+    load_optimizer_state(opt, optimizer_state([s["optimizer"] for s in states]))
+    restore_rng(states[0], device)  # the same in every run trained together
+    return Progress(states[0]["epoch"], [list(s["history"]) for s in states],
+                    [float(s.get("seconds", 0.0)) for s in states])
+
+
+def save_epoch(guard: Guard, run_dir: Path, weights: dict, opt_state: dict, history: list, seconds: float,
+               epoch: int, epochs: int, device: torch.device, **extra) -> None:
+    """Checkpoint the end of `epoch` (0-based) with everything an exact resume needs, and metrics.jsonl."""
+    state = {"optimizer": opt_state, "rng_cpu": torch.get_rng_state(), "history": history,
+             "seconds": seconds, "finished": epoch + 1 == epochs, **extra}
+    if device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state(device)
+    with guard.critical():
+        checkpoint.save(run_dir, weights, state, epoch + 1)
+        checkpoint.write_metrics(run_dir, history)
+
+
+def train_epoch(step, perm: torch.Tensor, batch_size: int, steps_iter, check_every: int = 50,
+                epoch: int = 0) -> torch.Tensor:
+    """One pass in the order `perm`, step(idx) per batch: (steps, *record) per-step records,
+    record[..., 0] the loss (one model: (steps, R); K stacked models: (steps, K, R))."""
+    per_step = None
+    for i in steps_iter:
+        record = step(perm[i * batch_size:(i + 1) * batch_size])
+        if per_step is None:
+            per_step = torch.zeros(len(steps_iter), *record.shape, device=record.device)
+        per_step[i] = record  # a copy on the device: no host sync
+        if (i + 1) % check_every == 0 or i == len(steps_iter) - 1:
+            check_finite(per_step[: i + 1, ..., 0], epoch)
+            if hasattr(steps_iter, "set_postfix"):
+                steps_iter.set_postfix(loss=" ".join(f"{v:.4g}" for v in per_step[i, ..., 0].reshape(-1).tolist()))
+    return per_step
+
+
+@dataclass
+class Family:
+    """What one model family plugs into the loop.
+
+    step(idx) trains on the batch of training indices idx and returns its record (record[..., 0] the loss);
+    records(epoch, train) turns the epoch's mean record into each run's metrics (evaluating on the test
+    set: the family's evaluate callback); state(k) is run k's (weights, optimizer state, extra state) to
+    checkpoint; summary(epoch, records) is the epoch's log line.
+    """
+
+    step: Callable[[torch.Tensor], torch.Tensor]
+    records: Callable[[int, torch.Tensor], list[dict]]
+    state: Callable[[int], tuple[dict, dict, dict]]
+    summary: Callable[[int, list[dict], float], str]
+    train_mode: Callable[[], None] = lambda: None  # e.g. model.train() before each epoch
+    after_epoch: Callable[[int], None] | None = None  # e.g. a sample grid; runs after the checkpoint
+    desc: str = ""  # added to the progress bar's label
+    check_every: int = 50
+    log: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr))
+
+
+def fit(family: Family, run_dirs: list[Path], progress: Progress, epochs: int, n: int, batch_size: int,
+        seed: int, device: torch.device) -> list[list[dict]]:
+    """Train epochs progress.epoch .. epochs-1 over n training examples; returns each run's history."""
+    if progress.epoch >= epochs:
+        family.log(f"{', '.join(map(str, run_dirs))}: already trained for {progress.epoch} epochs; nothing to do")
+        return progress.histories
+    steps, sizes = batch_sizes(n, batch_size, device)
+    k = len(run_dirs)
+    with Guard() as guard:
+        for epoch in range(progress.epoch, epochs):
+            t0 = time.perf_counter()
+            family.train_mode()
+            perm = epoch_order(n, seed, epoch).to(device)
+            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}{family.desc}", unit="batch",
+                       leave=False, disable=None, file=sys.stderr)
+            per_step = train_epoch(family.step, perm, batch_size, bar, family.check_every, epoch)
+            weights = sizes.view(-1, *[1] * (per_step.dim() - 1))  # (steps, 1, ...): each batch by its size
+            records = family.records(epoch, (per_step * weights).sum(0) / n)
+            elapsed = time.perf_counter() - t0
+            with guard.critical():  # every run's checkpoint of this epoch, or none (then resume one by one)
+                for i, run_dir in enumerate(run_dirs):
+                    progress.seconds[i] += elapsed / k  # each run's share of the time
+                    progress.histories[i].append({"epoch": epoch + 1, **records[i], "epoch_seconds": elapsed / k,
+                                                  "seconds": progress.seconds[i]})
+                    w, opt_state, extra = family.state(i)
+                    save_epoch(guard, run_dir, w, opt_state, progress.histories[i], progress.seconds[i], epoch,
+                               epochs, device, **extra)
+            progress.epoch = epoch + 1
+            family.log(family.summary(epoch, records, elapsed))
+            if family.after_epoch is not None:
+                family.after_epoch(epoch + 1)
+    return progress.histories

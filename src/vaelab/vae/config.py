@@ -1,0 +1,71 @@
+"""The configuration of a VAE run (saved as config.json): which dataset, which model, how it is trained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vaelab.config import check_device
+from vaelab.data import datasets
+from vaelab.errors import VaelabError
+from vaelab.vae.models import check_arch
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which VAE: family (dense or conv), architecture name, latent size."""
+
+    family: Literal["dense", "conv"] = "conv"
+    arch: str = "32-64-128"
+    latent_dim: int = 10
+
+    def validate(self) -> None:
+        """Raise VaelabError when the architecture or latent size is impossible."""
+        if self.latent_dim < 1:
+            raise VaelabError(f"latent_dim must be >= 1 (got {self.latent_dim})")
+        check_arch(self.family, self.arch)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and data settings of a VAE run."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    beta: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    binarize: bool = False  # dynamic binarisation (Burda et al. 2015): x ~ Bernoulli(intensity) each epoch
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward (weights, loss, Adam stay fp32)
+
+    def validate(self) -> None:
+        """Raise VaelabError when an option is out of range."""
+        if self.epochs < 1:
+            raise VaelabError(f"epochs must be >= 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            raise VaelabError(f"batch_size must be >= 1 (got {self.batch_size})")
+        if not self.lr > 0 or self.lr != self.lr or self.lr == float("inf"):
+            raise VaelabError(f"lr must be a positive finite number (got {self.lr})")
+        if not self.beta >= 0 or self.beta == float("inf"):
+            raise VaelabError(f"beta must be a finite number >= 0 (got {self.beta})")
+        if self.seed < 0:
+            raise VaelabError(f"seed must be >= 0 (got {self.seed})")
+        check_device(self.device)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a VAE run; saved as config.json."""
+
+    kind: Literal["vae"] = "vae"
+    dataset: str = datasets.DEFAULT  # a name of the dataset registry; runs written before it existed are MNIST
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "RunConfig":
+        """Validate every part; return self so calls chain."""
+        datasets.get(self.dataset)
+        self.model.validate()
+        self.train.validate()
+        return self

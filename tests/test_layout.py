@@ -1,0 +1,127 @@
+"""The package layout holds: imports run one way down the layers, no cycle, none hidden in a function body."""
+
+from __future__ import annotations
+
+import ast
+from functools import lru_cache
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "vaelab"
+# layer of each top-level module or package: a module may import only from its own package or a lower layer
+LAYERS = {"__init__": 0, "errors": 0, "config": 0, "plots": 0, "data": 1, "engine": 2, "vae": 3, "diffusion": 3,
+          "metrics": 4, "studies": 5, "cli": 6}
+LAZY_ALLOWED: set[str] = set()  # optional heavy dependencies a function may import lazily (none yet)
+
+
+def module_name(path: Path) -> str:
+    """'vaelab.engine.loop' for src/vaelab/engine/loop.py ('vaelab.data' for data/__init__.py)."""
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package by dotted name."""
+    return {module_name(p): p for p in SRC.rglob("*.py")}
+
+
+def resolve(name: str, known: dict[str, Path]) -> str | None:
+    """The vaelab module an import names ('from vaelab.vae import figures' -> 'vaelab.vae.figures')."""
+    return name if name in known else None
+
+
+@lru_cache(maxsize=None)
+def imports(mod: str) -> tuple[tuple[str, bool], ...]:
+    """(imported module, whether outside every function body) for each import in `mod`."""
+    known = modules()
+    tree = ast.parse(known[mod].read_text())
+    in_functions = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                    for n in ast.walk(f)}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                     for a in node.names]
+        else:
+            continue
+        for n in names:
+            out.append((n, id(node) not in in_functions))
+    return tuple(out)
+
+
+def layer(mod: str) -> tuple[int, str]:
+    """(layer, top-level package) of a vaelab module."""
+    top = mod.split(".")[1] if "." in mod else "__init__"
+    return LAYERS[top], top
+
+
+def test_every_module_has_a_layer():
+    assert {layer(m)[1] for m in modules()} <= set(LAYERS)
+
+
+def test_imports_run_down_the_layers():
+    bad = []
+    for mod in modules():
+        own_layer, own_pkg = layer(mod)
+        for target, _ in imports(mod):
+            if not target.startswith("vaelab.") or target == "vaelab":
+                continue
+            if target not in modules():
+                continue
+            t_layer, t_pkg = layer(target)
+            if t_pkg != own_pkg and (t_layer > own_layer or (t_layer == own_layer and own_layer > 0)):
+                bad.append(f"{mod} -> {target}")
+    assert not bad, bad
+
+
+def test_no_import_inside_functions():
+    hidden = [f"{mod}: {target}" for mod in modules() for target, at_top in imports(mod)
+              if not at_top and target.split(".")[0] not in LAZY_ALLOWED]
+    assert not hidden, hidden
+
+
+def graph() -> dict[str, set[str]]:
+    """vaelab module -> the vaelab modules it imports."""
+    known = modules()
+    return {m: {t for t, _ in imports(m) if t in known and t != m} for m in known}
+
+
+def test_no_import_cycle():
+    g, state, cycle = graph(), {}, []
+
+    def visit(m, stack):
+        state[m] = "open"
+        for t in sorted(g[m]):
+            if state.get(t) == "open":
+                cycle.append(stack + [m, t])
+            elif t not in state:
+                visit(t, stack + [m])
+        state[m] = "done"
+
+    for m in sorted(g):
+        if m not in state:
+            visit(m, [])
+    assert not cycle, cycle[0]
+
+
+def longest_chain() -> list[str]:
+    """The longest chain of imports between vaelab modules (the import structure's depth)."""
+    g = graph()
+
+    @lru_cache(maxsize=None)
+    def depth(m: str) -> tuple[str, ...]:
+        below = [depth(t) for t in g[m] if not t.endswith("__init__")]
+        return (m, *max(below, key=len, default=()))
+
+    return list(max((depth(m) for m in g), key=len))
+
+
+def test_files_read_in_one_sitting():
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 360}
+    assert not long, long
+
+
+if __name__ == "__main__":  # python tests/test_layout.py: the longest chain, for the README
+    chain = longest_chain()
+    print(f"longest import chain ({len(chain)} modules): " + " -> ".join(chain))
