@@ -80,7 +80,8 @@ def latent(run: VAERun, data: Images, seed: int = 0) -> list[Path]:
     points, how = embed_2d(mu, seed)
     took = time.perf_counter() - t0
     d = run.cfg.model.latent_dim
-    title = f"Latent space of the {len(mu)} test images ({'t-SNE of mu' if how == 't-SNE' else 'mu'})\n{describe(run)}"
+    what = "t-SNE of mu" if how == "t-SNE" else "mu"
+    title = f"Latent space of the {len(mu)} {data.dataset.title} test images ({what})\n{describe(run)}"
     axes = ("t-SNE 1", "t-SNE 2") if how == "t-SNE" else ("z_1", "z_2")
     paths = [plots.latent_scatter(points, data.test_y.numpy(), title, run.path / "latent.png", *axes,
                                   classes=data.dataset.classes)]
