@@ -163,6 +163,43 @@ def test_ddpm_step_is_the_posterior_mean_plus_scaled_noise(t, variance):
     torch.testing.assert_close(ddpm_step(S, eps, 0, -1, x_t), S.predict_x0(x_t, at(0, 3), eps), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("t", [1, 3, 10])
+def test_ddpm_default_noise_has_variance_beta_t(t):
+    """The annex's sampler (variance="beta", the default): over many draws for one x_t and one eps, x_{t-1} has
+    variance beta_t and the posterior mean. At small t, beta_t differs clearly from the posterior beta~_t
+    (beta~_1 is 0.45 beta_1, beta~_10 is 0.86 beta_10)."""
+    n = 200_000
+    x_t, eps = torch.full((n, 1, 1, 1), 0.3), torch.full((n, 1, 1, 1), -0.8)
+    out = ddpm_step(S, eps, t, t - 1, x_t, generator=torch.Generator().manual_seed(t)).double()
+    betas = np.linspace(1e-4, 0.02, 1000)  # float64 reference, independent of the schedule's tables
+    b, ab = betas[t], np.prod(1 - betas[:t + 1])
+    mean = (0.3 - b * -0.8 / math.sqrt(1 - ab)) / math.sqrt(1 - b)  # the annex's mean
+    assert out.var().item() == pytest.approx(b, rel=0.02)  # the sample variance's spread: sqrt(2 / n) = 0.3 %
+    assert out.mean().item() == pytest.approx(mean, abs=5 * math.sqrt(b / n))
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)  # "beta" is the default
+    assert torch.equal(ddpm_step(S, eps, t, t - 1, x_t, generator=g1),
+                       ddpm_step(S, eps, t, t - 1, x_t, generator=g2, variance="beta"))
+
+
+@pytest.mark.parametrize("t, t_prev, eta", [(600, 400, 1.0), (600, 400, 0.5), (999, 499, 1.0), (300, 0, 0.7)])
+def test_ddim_noise_on_spaced_steps(t, t_prev, eta):
+    """DDIM with eta > 0 between steps far apart: sigma = eta sqrt((1 - ab') / (1 - ab) (1 - ab / ab')), where
+    ab / ab' is the product of the alphas in between (not alpha_t: equal only on adjacent steps); the mean is
+    sqrt(ab') x0_hat + sqrt(1 - ab' - sigma^2) eps. Checked over many draws for one x_t and eps."""
+    n = 200_000
+    x_t, eps = torch.full((n, 1, 1, 1), 0.4), torch.full((n, 1, 1, 1), 1.3)
+    out = ddim_step(S, eps, t, t_prev, x_t, eta=eta, generator=torch.Generator().manual_seed(t_prev)).double()
+    betas = np.linspace(1e-4, 0.02, 1000)  # float64 reference
+    ab, ab_prev = np.prod(1 - betas[:t + 1]), np.prod(1 - betas[:t_prev + 1])
+    sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+    x0_hat = (0.4 - math.sqrt(1 - ab) * 1.3) / math.sqrt(ab)
+    mean = math.sqrt(ab_prev) * x0_hat + math.sqrt(1 - ab_prev - sigma ** 2) * 1.3
+    wrong = eta * math.sqrt((1 - ab_prev) / (1 - ab) * betas[t])  # alpha_t in place of ab / ab'
+    assert abs(wrong - sigma) > 0.2 * sigma  # the two formulas are far apart on these steps
+    assert out.std().item() == pytest.approx(sigma, rel=0.01)
+    assert out.mean().item() == pytest.approx(mean, abs=5 * sigma / math.sqrt(n) + 1e-5)
+
+
 def test_step_lists():
     assert full_steps(1000, None) == list(range(999, -1, -1)) and full_steps(1000, 1000)[-1] == 0
     ts = spaced_steps(1000, 50)

@@ -1,13 +1,17 @@
 """Likelihood, IWAE, latent probes and the evaluate/compare commands, on tiny models and synthetic data."""
 
 import json
+import math
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from sklearn.neighbors import KNeighborsClassifier
+from torch.distributions import Bernoulli, Normal
 
 from vaelab.cli.main import main
+from vaelab.data import sources
 from vaelab.data.datasets import FASHION_MNIST, MNIST
 from vaelab.data.images import Images, to_unit
 from vaelab.errors import DataError, RunError
@@ -111,6 +115,36 @@ def test_iwae_normalisation_is_exact_when_weights_are_constant():
         assert torch.allclose(got, exact.double(), atol=1e-4), (k, max_decodes)
 
 
+def iwae_reference(model, x, k, seed):
+    """log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), every density from torch.distributions (float64), on the noise
+    iwae_log_px draws in one chunk: a (k, N, D) standard normal tensor from its seed."""
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+        eps = torch.randn((k, *mu.shape), generator=torch.Generator().manual_seed(seed))  # (k, N, D)
+        z = mu + eps * torch.exp(0.5 * logvar)
+        logits = model.decode_logits(z.reshape(-1, z.shape[-1])).view(k, *x.shape)
+    zd = z.double()
+    log_q = Normal(mu.double(), torch.exp(0.5 * logvar.double())).log_prob(zd).sum(-1)  # (k, N)
+    log_p = Normal(torch.zeros((), dtype=torch.float64), 1.0).log_prob(zd).sum(-1)
+    log_px_z = Bernoulli(logits=logits.double()).log_prob(x.double().expand_as(logits)).flatten(2).sum(2)
+    return torch.logsumexp(log_px_z + log_p - log_q, 0) - math.log(k), logvar
+
+
+def test_iwae_matches_torch_distributions_with_nonzero_logvar():
+    model = tiny_vae()
+    with torch.no_grad():
+        model.encoder.fc_logvar.bias.copy_(torch.tensor([-2.0, -1.5, -1.0]))  # sigma 0.37 .. 0.61
+        model.decoder.fc_layers[0].weight *= 5  # p(x|z) changes with z: the k weights differ
+    x_u = to_unit(synthetic_mnist().test_x[:8])
+    x = torch.bernoulli(x_u, generator=torch.Generator().manual_seed(7))  # binary pixels: a true Bernoulli likelihood
+    for k in (16, 1):  # one chunk each (k * N <= max_decodes)
+        want, logvar = iwae_reference(model, x, k, seed=3)
+        assert (logvar < -0.5).all()  # log q(z|x) without its logvar term would be off by > 0.25 nats per dimension
+        got = likelihood.iwae_log_px(model, x, k, seed=3)
+        assert got.dtype == torch.float64 and got.shape == (8,)
+        torch.testing.assert_close(got, want, atol=2e-3, rtol=0)
+
+
 # ---------------------------------------------------------------- latent probes
 def test_knn_and_linear_probe_on_separable_clusters():
     g = torch.Generator().manual_seed(0)
@@ -124,8 +158,6 @@ def test_knn_and_linear_probe_on_separable_clusters():
 
 
 def test_knn_matches_sklearn_with_k1():
-    from sklearn.neighbors import KNeighborsClassifier
-
     g = torch.Generator().manual_seed(1)
     f_train, f_test = torch.randn(200, 3, generator=g), torch.randn(60, 3, generator=g)
     y_train, y_test = torch.randint(0, 10, (200,), generator=g), torch.randint(0, 10, (60,), generator=g)
@@ -226,8 +258,6 @@ def test_evaluate_help_states_costs(capsys):
 @pytest.mark.slow
 def test_real_cli_quick_evaluation_of_a_trained_vae(tmp_path, capsys):
     """Train a dense VAE on real MNIST for one epoch, evaluate it with the real (cached) classifier."""
-    from vaelab.data import sources
-
     if not sources.complete(Path(REAL_MNIST), MNIST):
         pytest.skip("real MNIST not available (set VAELAB_DATA)")
     run = tmp_path / "dense"

@@ -11,8 +11,13 @@ import time
 
 import pytest
 import torch
+from conftest import write_mnist
 
+from vaelab.data.images import load
 from vaelab.engine import checkpoint
+from vaelab.engine.runs import prepare_new, write_config
+from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.vae.train import train_vae
 
 TRAIN = ["train", "--model", "dense", "--arch", "16-32", "--latent-dim", "2", "--batch-size", "32",
          "--device", "cpu"]
@@ -56,20 +61,70 @@ def wait_for(path, timeout=60):
         time.sleep(0.02)
 
 
+def kill_group(p):
+    """SIGKILL p's process group and reap p; its exit code (-SIGKILL when the kill reached a live process)."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the group had already exited and been reaped: the kill came too late
+        pass
+    return p.wait()
+
+
+def lines(run_dir):
+    """Epochs in metrics.jsonl (cheap enough to poll while the run trains)."""
+    path = run_dir / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def epochs_done(run_dir):
+    """Completed epochs recorded in a run folder: its committed checkpoint or its metrics lines (0 if none)."""
+    state = checkpoint.load_state(run_dir)["epoch"] if (run_dir / checkpoint.STATE).exists() else 0
+    return max(lines(run_dir), state)
+
+
+def epoch_times(p, run_dir, epochs):
+    """Seconds from config.json to each completed epoch (metrics.jsonl growing) of the running process p."""
+    wait_for(run_dir / "config.json")
+    t0, times = time.perf_counter(), []
+    while len(times) < epochs:
+        ended = p.poll() is not None
+        times += [time.perf_counter() - t0] * (lines(run_dir) - len(times))
+        if ended:
+            break
+        time.sleep(0.002)
+    return times
+
+
 def kill_trials(tmp_path, data, trials, epochs=6, seed=1234):
-    """Kill training at random moments (SIGKILL), resume until done; the result must equal a clean run."""
+    """Kill training at random moments (SIGKILL), resume until done; the result must equal a clean run.
+
+    The moment is drawn in epochs: wait until epoch j is checkpointed (j = 0: config.json written), then
+    sleep a fraction frac of the reference run's median epoch, up to 1.5 (so checkpoint writes are
+    hit) but below 0.7 in the last epoch. Each trial asserts that the kill landed before the run finished:
+    a kill after the last epoch would prove nothing."""
     args = [*TRAIN, "--epochs", epochs, "--data-dir", data]
-    code, _, err = run([*args, "--out", tmp_path / "ref"])
-    assert code == 0, err
+    p = start([*args, "--out", tmp_path / "ref"])
+    times = epoch_times(p, tmp_path / "ref", epochs)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert len(times) == epochs
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    epoch_s = gaps[len(gaps) // 2]  # the median epoch (4,096 images: ~0.3 s), robust to a missed poll
     reference = final_state(tmp_path / "ref")
     rng = random.Random(seed)
     for trial in range(trials):
         run_dir = tmp_path / f"t{trial}"
+        j = rng.randrange(epochs)  # the epoch to kill in (0-based)
+        frac = rng.uniform(0.0, 0.7 if j == epochs - 1 else 1.5)
         p = start([*args, "--out", run_dir])
         wait_for(run_dir / "config.json")
-        time.sleep(rng.uniform(0.0, 2.5))  # anywhere in training, checkpoint writes included
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        while lines(run_dir) < j and p.poll() is None:
+            time.sleep(0.002)
+        time.sleep(frac * epoch_s)  # anywhere in training, checkpoint writes included
+        code = kill_group(p)
+        done = epochs_done(run_dir)  # read right after the kill
+        assert code == -signal.SIGKILL and done < epochs, \
+            f"trial {trial}: the kill (epoch {j + 1}, +{frac:.2f} epoch) came after the run ended ({done} epochs, exit {code})"
         for _ in range(epochs + 1):  # resume (killing again sometimes) until finished
             resume = [*args, "--out", run_dir, "--resume"] if (run_dir / checkpoint.STATE).exists() \
                 else [*args, "--out", run_dir]
@@ -84,13 +139,13 @@ def kill_trials(tmp_path, data, trials, epochs=6, seed=1234):
         assert not list(run_dir.glob("*.next"))
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_mnist):
-    kill_trials(tmp_path, tiny_mnist, trials=3)
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    kill_trials(tmp_path, write_mnist(tmp_path / "mnist", n_train=4096), trials=3)
 
 
 @pytest.mark.slow
-def test_sigkill_twenty_trials(tmp_path, tiny_mnist):
-    kill_trials(tmp_path, tiny_mnist, trials=20, seed=99)
+def test_sigkill_twenty_trials(tmp_path):
+    kill_trials(tmp_path, write_mnist(tmp_path / "mnist", n_train=4096), trials=20, seed=99)
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -109,11 +164,6 @@ def test_sigint_sigterm_keep_last_epoch(tmp_path, tiny_mnist, sig, code):
 
 
 def test_disk_full_keeps_previous_checkpoint(tmp_path, tiny_mnist, monkeypatch):
-    from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
-    from vaelab.data.images import load
-    from vaelab.engine.runs import prepare_new, write_config
-    from vaelab.vae.train import train_vae
-
     cfg = RunConfig(model=ModelConfig("dense", "16-32", 2), train=TrainConfig(epochs=2, batch_size=64, device="cpu"))
     run_dir = tmp_path / "r"
     prepare_new(run_dir)
@@ -154,11 +204,12 @@ def test_sweep_killed_then_rerun_finishes_only_the_rest(tmp_path, tiny_mnist):
         assert time.time() - t0 < 120
         time.sleep(0.05)
     time.sleep(0.3)
-    os.killpg(p.pid, signal.SIGKILL)  # the sweep and its worker die together
-    p.wait()
+    code = kill_group(p)  # the sweep and its worker die together
     done_before = {d.name: digest(d) for d in out.iterdir() if d.is_dir()
                    and (d / "metrics.jsonl").exists() and len((d / "metrics.jsonl").read_text().splitlines()) == 2}
     assert done_before  # at least the first run had finished
+    # and the kill landed before the sweep ended (else the rerun below has nothing left to do)
+    assert code == -signal.SIGKILL and len(done_before) < 4, (code, sorted(done_before))
     code, stdout, err = run(args)
     assert code == 0, err
     assert stdout.count("done (earlier)") >= len(done_before) and "4 of 4 runs done" in stdout

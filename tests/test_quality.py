@@ -97,6 +97,51 @@ def test_precision_recall_sees_mode_dropping():
     assert precision > 0.75 and 0.3 < recall < 0.55 and recall < 0.6 * precision
 
 
+# ---------------------------------------------------------------- density / coverage (Naeem et al. 2020)
+def brute_force(real, fake, pr_k=3, dc_k=5):
+    """Every k-NN metric from the definitions, in float64 numpy/scipy: an independent implementation."""
+    from scipy.spatial.distance import cdist
+
+    x, y = real.double().numpy(), fake.double().numpy()
+    dxx, dyy, dyx = cdist(x, x), cdist(y, y), cdist(y, x)  # (M, M), (N, N), (N, M)
+    r_pr, r_dc = np.sort(dxx, 1)[:, pr_k], np.sort(dxx, 1)[:, dc_k]  # column 0 is the point itself
+    f_pr = np.sort(dyy, 1)[:, pr_k]
+    inside = dyx <= r_dc[None]  # fake j in real i's ball
+    return {"precision": (dyx <= r_pr[None]).any(1).mean(), "recall": (dyx <= f_pr[:, None]).any(0).mean(),
+            "density": inside.sum() / (dc_k * len(y)), "coverage": (dyx.min(0) <= r_dc).mean(),
+            "inside": inside, "held": (dyx <= f_pr[:, None])}
+
+
+def test_density_coverage_match_brute_force(monkeypatch):
+    monkeypatch.setattr(quality, "BLOCK", 37)  # several uneven blocks
+    g = torch.Generator().manual_seed(3)
+    real = torch.randn(300, 8, generator=g)
+    fake = torch.randn(250, 8, generator=g) * 1.3 + 0.4  # another distribution: every metric strictly inside (0, 1)
+    expected = brute_force(real, fake)
+    nb = quality.neighbourhoods(real, fake)
+    for name in ("precision", "recall", "density", "coverage"):
+        assert getattr(nb, name)() == pytest.approx(expected[name], abs=1e-12), name
+        assert 0.05 < expected[name] < 0.95, name  # not a degenerate case
+    assert quality.density_coverage(real, fake) == (nb.density(), nb.coverage())
+    assert quality.precision_recall(real, fake) == (nb.precision(), nb.recall())
+    # the kept members of each real ball are exactly its fakes (all of them when there are at most KEPT)
+    for members, mask in ((nb.ball_members, expected["inside"]), (nb.covering_fakes, expected["held"])):
+        for i in range(len(real)):
+            truth = set(np.flatnonzero(mask[:, i]))
+            kept = set(members[i].tolist()) - {len(fake)}
+            assert kept == truth if len(truth) <= quality.KEPT else (len(kept) == quality.KEPT and kept <= truth)
+
+
+def test_density_and_coverage_known_cases():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(2000, 4, generator=g)
+    assert quality.density_coverage(real, real + 100) == (0.0, 0.0)  # far away: no real ball holds a fake
+    density, coverage = quality.density_coverage(real, real)
+    assert coverage == 1.0 and density == pytest.approx(6 / 5)  # each ball holds its centre and its 5 neighbours
+    density, coverage = quality.density_coverage(real, torch.randn(2000, 4, generator=g))  # a fresh sample
+    assert density == pytest.approx(1.0, abs=0.08) and coverage > 0.9  # Naeem et al.: E density = 1
+
+
 def test_knn_radii_match_brute_force(monkeypatch):
     monkeypatch.setattr(quality, "BLOCK", 16)
     f = torch.randn(100, 5)
@@ -133,9 +178,11 @@ def test_sample_quality_of_the_reference_set_itself(tmp_path):
     assert out["fd_lenet"] == pytest.approx(0, abs=1e-6)
     assert (out["precision"], out["recall"]) == (1.0, 1.0)
     assert out["n"] == 200 and out["n_ref"] == 200 and out["classifier"]["sha256"] == "random-init"
+    assert (out["coverage"], out["density"]) == (1.0, pytest.approx(1.2))  # each fake is also its ball's centre
     assert set(out["anchors"]) == {"floor", "ceiling"}
+    assert {"density", "coverage"} <= set(out["anchors"]["floor"]) and out["dc_k"] == 5 and out["pr_k"] == 3
     cached = json.loads((tmp_path / "anchors.json").read_text())
-    assert list(cached) == ["random-init:200x200"]
+    assert list(cached) == ["random-init:200x200:pr3:dc5"]
 
 
 def test_anchors_are_computed_once(tmp_path, monkeypatch):
@@ -151,9 +198,24 @@ def test_sample_quality_refuses_bad_images(bad):
         quality.sample_quality(bad, synthetic_mnist(), "cpu", clf=random_classifier())
 
 
+def test_anchors_cached_before_density_and_coverage_are_recomputed(tmp_path, monkeypatch):
+    mnist, clf = synthetic_mnist(), random_classifier(tmp_path)
+    old = {"what": "cached by an older vaelab", "fd_lenet": 1.0, "precision": 0.5, "recall": 0.5,
+           "classifier_score": 2.0}
+    stale = {"random-init:100x100": {"floor": old, "ceiling": old},  # the old key
+             "random-init:100x100:pr3:dc5": {"floor": old, "ceiling": old}}  # the new key, but without the new numbers
+    (tmp_path / "anchors.json").write_text(json.dumps(stale))
+    fresh = quality.anchors(mnist, clf, 100, 100, log=lambda m: None)
+    assert {"density", "coverage"} <= set(fresh["floor"]) and fresh["floor"]["what"] != old["what"]
+    cached = json.loads((tmp_path / "anchors.json").read_text())
+    assert cached["random-init:100x100:pr3:dc5"] == fresh and cached["random-init:100x100"]["floor"] == old
+    monkeypatch.setattr(quality, "features", lambda *a, **k: pytest.fail("anchors recomputed"))
+    assert quality.anchors(mnist, clf, 100, 100) == fresh  # now complete: read from the cache
+
+
 def test_sample_quality_refuses_too_few_images():
-    with pytest.raises(VaelabError, match="more than 3"):
-        quality.sample_quality(torch.rand(3, 1, 28, 28), synthetic_mnist(), "cpu", clf=random_classifier())
+    with pytest.raises(VaelabError, match="more than 5"):  # density/coverage's k = 5 needs 6 on each side
+        quality.sample_quality(torch.rand(5, 1, 28, 28), synthetic_mnist(), "cpu", clf=random_classifier())
 
 
 # ---------------------------------------------------------------- classifier cache
@@ -268,6 +330,20 @@ def test_floor_small_ceiling_large_model_between_with_a_tiny_classifier(mnist_re
     # collapse into the large radius of one real outlier (Naeem et al. 2020 discuss this weakness)
     assert floor["precision"] > 0.6 and floor["recall"] > 0.6 and ceiling["recall"] < 0.05
     assert floor["class_entropy"] > 2.0 > ceiling["class_entropy"]
+
+
+def test_uniform_noise_fools_precision_not_coverage(mnist_real):
+    # Naeem et al. (2020): noise features collapse into the large k-NN balls of a few real outliers, so
+    # k-NN precision gives noise a sizeable score; coverage (share of real balls holding a fake) does not
+    net, _ = classifier.train_classifier(mnist_real, epochs=1, n_train=3000, progress=False, width=(8, 16, 64))
+    clf = ReferenceClassifier(net, "tiny", {}, None)
+    out = quality.sample_quality(mnist_real.train_x[:1000].float() / 255, mnist_real, "cpu", n_ref=1000, clf=clf,
+                                 resamples=0)
+    floor, ceiling = out["anchors"]["floor"], out["anchors"]["ceiling"]
+    assert ceiling["coverage"] < 0.05 < 0.2 < ceiling["precision"]
+    assert ceiling["density"] < 0.5 * floor["density"] and floor["coverage"] > 0.8
+    # density is not asserted below precision: with the full reference LeNet at N = 10,000, noise gets
+    # density 0.47 and precision 0.23 (with this tiny one 0.22 and 0.43): noise sits in several outlier balls
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from vaelab.studies import report, versus
 from vaelab.studies import tables as studies
 
 # Made-up results with a known answer: in the dense study 512-1024/latent 20 has the lowest -ELBO
-def fake_run(folder: Path, family, arch, latent, beta, seed, neg_elbo, fd):
+def fake_run(folder: Path, family, arch, latent, beta, seed, neg_elbo, fd, fd_ci=None):
     run = folder / f"{family}-{arch}_z{latent}_beta{beta:g}_seed{seed}"
     run.mkdir(parents=True)
     run.joinpath("config.json").write_text(json.dumps(
@@ -27,7 +27,8 @@ def fake_run(folder: Path, family, arch, latent, beta, seed, neg_elbo, fd):
     run.joinpath("metrics.json").write_text(json.dumps(
         {"likelihood": {"neg_elbo": neg_elbo, "recon": neg_elbo - 25 * beta ** -0.5, "kl": 25 * beta ** -0.5,
                         "active_units": min(latent, 8)},
-         "sample_quality": {"fd_lenet": fd, "precision": 0.8, "recall": 0.5},
+         "sample_quality": {"fd_lenet": fd, "precision": 0.8, "recall": 0.5, "density": 0.9, "coverage": 0.7,
+                            **({"fd_lenet_ci": fd_ci} if fd_ci else {})},
          "latent": {"knn_accuracy": 0.9}}))
 
 
@@ -54,6 +55,56 @@ def test_verdicts_from_known_numbers(tmp_path):
     assert "512-1024, latent 20" in v and "report's choice, dense 256-512, latent 5" in v
     b = studies.verdict("beta", studies.collect(tmp_path / "beta"))
     assert "agree with" in b  # beta 1 has the best -ELBO by construction
+
+
+def beta_study(folder: Path, fds: dict, seeds=(0,)):
+    """A beta study whose -ELBO favours beta 1 and whose FD-LeNet values and intervals are `fds` (per seed)."""
+    for beta, per_seed in fds.items():
+        for seed, (fd, ci) in zip(seeds, per_seed):
+            fake_run(folder, "conv", "32-64-128", 10, beta, seed, 100 + abs(beta - 1) * 3 + 0.1 * seed, fd, ci)
+    return studies.collect(folder)
+
+
+def test_a_sample_metric_names_no_winner_when_the_runner_up_is_within_its_interval(tmp_path):
+    rows = beta_study(tmp_path / "overlap", {0.2: [(5.0, [4.6, 5.4])], 1.0: [(5.3, [4.9, 5.7])],
+                                             5.0: [(9.0, [8.5, 9.5])]})
+    v = studies.verdict("beta", rows)
+    assert "By FD-LeNet there is no winner" in v and "within each other's 95% interval" in v
+    assert "Best samples by FD-LeNet" not in v
+    assert "beta 0.2 (5.00, 95% interval [4.60, 5.40])" in v and "latent 10, beta 1 (5.30, 95% interval [4.90, 5.70])" in v
+    assert "0.30 FD above the best (one seed: no spread measured; within each other's 95% interval" in v
+    assert studies.sample_verdict(rows, "fd_lenet")[0] is None
+
+
+def test_a_sample_metric_names_the_best_when_the_runner_up_is_outside_its_interval(tmp_path):
+    rows = beta_study(tmp_path / "apart", {0.2: [(5.0, [4.8, 5.2])], 1.0: [(6.0, [5.7, 6.3])],
+                                           5.0: [(9.0, [8.5, 9.5])]})
+    v = studies.verdict("beta", rows)
+    assert "Best samples by FD-LeNet: conv 32-64-128, latent 10, beta 0.2 (5.00, 95% interval [4.80, 5.20])" in v
+    assert "lies outside its 95% interval" in v and "no winner" not in v
+    assert studies.sample_verdict(rows, "fd_lenet")[0].beta == 0.2
+
+
+def test_several_seeds_compare_by_the_span_of_their_intervals(tmp_path):
+    # each seed's interval is narrow and the means differ by 0.5, but beta 0.2's seeds reach 5.8: no winner
+    rows = beta_study(tmp_path / "seeds", {0.2: [(5.0, [4.9, 5.1]), (5.7, [5.6, 5.8])],
+                                           1.0: [(5.85, [5.75, 5.95]), (6.0, [5.9, 6.1])]}, seeds=(0, 1))
+    top = next(r for r in rows if r.beta == 0.2)
+    assert top.band("fd_lenet") == (4.9, 5.8) and top.spread("fd_lenet") == pytest.approx(0.495, abs=1e-3)
+    v = studies.verdict("beta", rows)
+    assert "no winner" in v and "5.35 ± 0.49 over 2 seeds, the seeds' 95% intervals span [4.90, 5.80]" in v
+    rows = beta_study(tmp_path / "seeds-apart", {0.2: [(5.0, [4.9, 5.1]), (5.2, [5.1, 5.3])],
+                                                 1.0: [(5.85, [5.75, 5.95]), (6.0, [5.9, 6.1])]}, seeds=(0, 1))
+    assert "Best samples by FD-LeNet" in studies.verdict("beta", rows)
+
+
+def test_study_tables_show_density_and_coverage(tmp_path):
+    make_reproduction(tmp_path)
+    header, body = studies.table(studies.collect(tmp_path / "dense"))
+    assert header.index("density") == header.index("recall") + 1 and header[header.index("density") + 1] == "coverage"
+    assert body[0][header.index("coverage")] == "0.700 ± 0.000"
+    v = studies.verdict("dense", studies.collect(tmp_path / "dense"))  # metrics.json without intervals
+    assert "no 95% intervals stored" in v
 
 
 def chromium():
@@ -101,6 +152,7 @@ def fake_comparison() -> dict:
     rows = [{"generator": g, "n": 500, "images_per_second": ips, "ms_per_image": 1000 / ips, "fd_lenet": fd,
              "precision": 0.7, "recall": 0.4, "classifier_score": 8.5, "class_entropy": 2.2,
              "rarest_class_share": 0.07} for g, ips, fd in (("VAE", 5000.0, 31.25), ("DDIM-50", 40.0, 12.5))]
+    rows[1].update({"fd_lenet_ci": [11.9, 13.1], "density": 0.91, "coverage": 0.88})  # the VAE's: saved before them
     return {"n": 500, "dataset": "mnist", "n_ref": 10000, "device": "cpu", "threads": 2, "hardware": "CPU",
             "vae": {"run": "beta/x", "parameters": 1000, "train_seconds": 60.0, "epochs": 3},
             "ddpm": {"run": "ddpm/run", "parameters": 2000, "train_seconds": 600.0, "epochs": 3},
@@ -114,7 +166,10 @@ def test_versus_section_is_built_from_comparison_json(tmp_path):
     (tmp_path / "ddpm" / "comparison.md").unlink()  # the report never reads the Markdown
     md, page = report.build(tmp_path, data=None)
     html_text, text = page.read_text(), md.read_text()
-    assert "<th>FD-LeNet</th>" in html_text and "<td>DDIM-50</td><td>25.00</td><td>40.0</td><td>12.50</td>" in html_text
+    assert "<th>FD-LeNet</th>" in html_text and "<th>density</th>" in html_text
+    assert "<td>DDIM-50</td><td>25.00</td><td>40.0</td><td>12.50 [11.90, 13.10] (N=500)</td>" in html_text
+    assert "<td>VAE</td><td>0.20</td><td>5000.0</td><td>31.25 (N=500)</td>" in html_text  # saved without one
+    assert "<td>0.910</td><td>0.880</td>" in html_text and "<td>0.400</td><td>-</td><td>-</td>" in html_text
     assert "alt='VAE and DDPM samples'" in html_text
     header, body = versus.table(result)
     assert "| " + " | ".join(body[1]) + " |" in text and "against the 10,000 MNIST test images" in text

@@ -1,6 +1,9 @@
 """The training step: eager on CPU; CUDA-graph replay on a GPU (those tests skip without CUDA)."""
 
+import copy
 import dataclasses
+import json
+import math
 
 import pytest
 import torch
@@ -9,11 +12,13 @@ from vaelab.data.images import load
 from vaelab.diffusion.config import profile_config
 from vaelab.diffusion.train import train_ddpm
 from vaelab.engine import checkpoint
+from vaelab.engine.loop import fit
 from vaelab.engine.runs import prepare_new, write_config
 from vaelab.engine.steps import GraphedStep, eager, load_optimizer_state, make_optimizer, set_lr, step_function
 from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.vae.models import build_vae
 from vaelab.vae.stacked import train_stacked
+from vaelab.vae import train as vae_train
 from vaelab.vae.train import train_vae, vae_compute
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -69,13 +74,47 @@ def test_cuda_graph_training_follows_eager_training(tmp_path, tiny_mnist, monkey
     assert all(torch.allclose(wa[k], wb[k], atol=10 * tol) for k in wa)
 
 
-@cuda
-def test_cuda_graph_run_resumes_on_cpu(tmp_path, tiny_mnist):
-    data = load("mnist", tiny_mnist)
-    run(tmp_path / "r", tiny("cuda", epochs=1), data)
+def resume_on_cpu_from_exactly_the_checkpoint(tmp_path, data, monkeypatch, first_device):
+    """Train one epoch on `first_device`, resume the second on the CPU: the CPU epoch starts from exactly the
+    saved weights and Adam moments (caught as the loop starts), keeps the first epoch's record, and learns."""
+    run(tmp_path / "r", tiny(first_device, epochs=1), data)
+    saved_w = checkpoint.load_weights(tmp_path / "r" / checkpoint.WEIGHTS)
+    saved = checkpoint.load_state(tmp_path / "r")
+    first = json.loads((tmp_path / "r" / "metrics.jsonl").read_text())
+    start = {}
+
+    def spy(family, *args, **kw):  # the loop as the resumed run enters it: weights and optimizer as restored
+        weights, opt_state, _ = family.state(0)
+        start["weights"] = {k: v.detach().clone() for k, v in weights.items()}
+        start["optimizer"] = copy.deepcopy(opt_state)
+        return fit(family, *args, **kw)
+
+    monkeypatch.setattr(vae_train, "fit", spy)
     cfg = dataclasses.replace(tiny("cpu"), train=dataclasses.replace(tiny("cpu").train, epochs=2))
     history = run(tmp_path / "r", cfg, data, resume=True)
     assert [r["epoch"] for r in history] == [1, 2]
+    assert saved_w.keys() == start["weights"].keys()
+    for k, w in start["weights"].items():
+        assert w.device.type == "cpu" and torch.equal(w, saved_w[k]), k
+    moments = [(i, name) for i, st in saved["optimizer"]["state"].items() for name in ("exp_avg", "exp_avg_sq")]
+    assert moments and start["optimizer"]["state"].keys() == saved["optimizer"]["state"].keys()
+    for i, name in moments:
+        got = start["optimizer"]["state"][i][name]
+        assert got.device.type == "cpu" and torch.equal(got, saved["optimizer"]["state"][i][name].cpu()), (i, name)
+    assert history[0] == first  # the first epoch's record is carried over as it was saved
+    assert math.isfinite(history[1]["train_loss"]) and history[1]["train_loss"] < history[0]["train_loss"]
+    after = checkpoint.load_weights(tmp_path / "r" / checkpoint.WEIGHTS)
+    assert not all(torch.equal(after[k], saved_w[k]) for k in after)  # the CPU epoch trained
+
+
+@cuda
+def test_cuda_graph_run_resumes_on_cpu(tmp_path, tiny_mnist, monkeypatch):
+    resume_on_cpu_from_exactly_the_checkpoint(tmp_path, load("mnist", tiny_mnist), monkeypatch, "cuda")
+
+
+def test_cpu_run_resumes_from_exactly_the_checkpoint(tmp_path, tiny_mnist, monkeypatch):
+    """The same check with a CPU first epoch: it runs everywhere, so the check itself is tested without a GPU."""
+    resume_on_cpu_from_exactly_the_checkpoint(tmp_path, load("mnist", tiny_mnist), monkeypatch, "cpu")
 
 
 @cuda

@@ -7,12 +7,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from vaelab.errors import VaelabError
 from vaelab.studies.executors import LocalExecutor
 from vaelab.studies.sweep import (SweepLock, builtin_specs, configs, load_spec, parse_spec, prepare, run_name,
-                                  run_sweep)
-from vaelab.vae.config import RunConfig
+                                  run_sweep, stack_by_default)
+from vaelab.vae.config import RunConfig, TrainConfig
 
 TINY = """
 name = "tiny"
@@ -158,3 +159,17 @@ def test_a_dataset_in_the_spec_names_its_runs_and_old_folders_still_match(tmp_pa
     prepare(tmp_path, [(mnist_name, mnist_cfg)])  # the same run: continued, not refused
     with pytest.raises(VaelabError, match="another config"):
         prepare(tmp_path, [(mnist_name, cfg)])
+
+
+@pytest.mark.parametrize("cuda, devices, stacked", [
+    (False, ["auto", "auto"], False),  # CPU only: separate processes are as fast
+    (False, ["cpu"], False),
+    (True, ["auto", "auto"], True),  # a GPU and every run may use it
+    (True, ["auto", "cuda", "cuda:1"], True),
+    (True, ["auto", "cpu"], False),  # one run asks for the CPU
+    (True, ["cpu", "cpu"], False),
+])
+def test_together_auto_stacks_on_cuda_only_when_every_run_may_use_it(monkeypatch, cuda, devices, stacked):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    runs = [(f"r{i}", RunConfig(train=TrainConfig(device=d, beta=0.5 * (i + 1)))) for i, d in enumerate(devices)]
+    assert stack_by_default(runs) is stacked

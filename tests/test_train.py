@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -12,7 +13,9 @@ from vaelab.data.images import load
 from vaelab.errors import RunError, TrainingDiverged
 from vaelab.engine.runs import prepare_new, write_config
 from vaelab.vae.run import open_vae
-from vaelab.vae.train import train_vae
+from vaelab.vae.models import build_vae
+from vaelab.vae import train as T
+from vaelab.vae.train import train_vae, vae_compute
 
 TINY = RunConfig(model=ModelConfig("dense", "32-64", 2), train=TrainConfig(epochs=3, batch_size=64, device="cpu"))
 
@@ -64,8 +67,6 @@ def test_nan_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path, tiny_mnist
     run = tmp_path / "r"
     train(run, data, dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, epochs=1)))
     before = (run / checkpoint.WEIGHTS).read_bytes()
-    import vaelab.vae.train as T
-
     calls = {"n": 0}
     real = T.elbo_terms
 
@@ -87,3 +88,29 @@ def test_new_run_refuses_existing_folder(tmp_path, tiny_mnist):
     train(tmp_path / "r", load("mnist", tiny_mnist))
     with pytest.raises(RunError, match="already holds a run"):
         prepare_new(tmp_path / "r")
+
+
+def test_bf16_forward_runs_under_autocast():
+    """--precision bf16: the step's forward runs in bfloat16 (an encoder output, seen by a hook), the loss in fp32."""
+    x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        torch.manual_seed(0)
+        model = build_vae("dense", "32-64", 2)
+        seen = []
+        model.encoder.fc_mu.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+        model.decoder.fc_out.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+        loss, record = vae_compute(model, x, TrainConfig(precision=precision, device="cpu"))(torch.arange(64))
+        assert seen == [dtype, dtype], precision
+        assert loss.dtype == torch.float32 and record.dtype == torch.float32 and torch.isfinite(record).all()
+
+
+def test_bf16_run_trains_close_to_fp32_but_not_identically(tmp_path, tiny_mnist):
+    data = load("mnist", tiny_mnist)
+    bf16 = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, precision="bf16"))
+    full, half = train(tmp_path / "fp32", data), train(tmp_path / "bf16", data, bf16)
+    assert half[-1]["train_loss"] < half[0]["train_loss"]  # it learns
+    for a, b in zip(full, half):
+        for key in ("train_loss", "train_recon", "test_neg_elbo", "test_recon"):
+            assert math.isfinite(b[key]) and b[key] != a[key], (b["epoch"], key)  # bf16 rounding shows
+            assert b[key] == pytest.approx(a[key], rel=0.05), (b["epoch"], key)
+    assert open_vae(tmp_path / "bf16", "cpu").cfg.train.precision == "bf16"

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -10,7 +11,7 @@ from vaelab.cli.main import main
 from vaelab.data.images import load
 from vaelab.errors import VaelabError
 from vaelab.metrics.evaluate import QUICK, evaluate_path, settings_with
-from vaelab.studies.versus import DDPM_SAMPLERS, compare, markdown, write
+from vaelab.studies.versus import DDPM_SAMPLERS, compare, markdown, table, write
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +34,21 @@ def test_compare_scores_every_generator(runs, tmp_path):
     assert [r["generator"] for r in result["rows"]] == ["VAE", *DDPM_SAMPLERS]
     for r in result["rows"]:
         assert r["n"] == 24 and math.isfinite(r["fd_lenet"]) and 0 <= r["precision"] <= 1 and r["images_per_second"] > 0
+        assert 0 <= r["coverage"] <= 1 and r["density"] >= 0
+        for name in ("fd_lenet", "precision", "recall", "density", "coverage", "classifier_score"):
+            low, high = r[f"{name}_ci"]
+            assert low <= high and math.isfinite(low) and math.isfinite(high), name
+        assert r["interval"]["method"].startswith("bootstrap over the 24 generated images, 200 resamples")
+    header, body = table(result)
+    assert {"density", "coverage"} <= set(header)
+    fd = body[0][header.index("FD-LeNet")]
+    assert re.fullmatch(r"\d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\] \(N=24\)", fd), fd
     assert result["vae"]["parameters"] > 0 and result["ddpm"]["parameters"] > 0
     assert result["dataset"] == "mnist" and result["n_ref"] == 128 and result["classifier"]["dataset"] == "mnist"
     js, md, png = write(result, tmp_path / "cmp")
     assert "| DDIM-50 |" in md.read_text() and png.stat().st_size > 1000
-    assert "against the 128 MNIST test images" in md.read_text()
+    text = md.read_text()
+    assert "against the 128 MNIST test images" in text and "[low, high]: 95% interval, bootstrap" in text
     saved = json.loads(js.read_text())
     assert "shown" not in saved and markdown(saved) == md.read_text()  # the Markdown is rendered from the data
 

@@ -186,7 +186,7 @@ def find_file(folder: Path, name: str) -> Path | None:
 
 
 def md5_of(path: Path) -> str:
-    """md5 of the uncompressed bytes of `path`."""
+    """md5 of the uncompressed bytes of `path`, read no further than its IDX header declares (a bomb is refused)."""
     return hashlib.md5(idx.read_bytes(path)).hexdigest()
 
 

@@ -122,7 +122,7 @@ def evaluate_vae(run: VAERun, data: Images, s: Settings = DEFAULT, clf: Referenc
     t0 = time.perf_counter()
     log(f"sample quality of {s.n_samples} decoded z ~ N(0, I)")
     images = vae_samples(fast, s.n_samples, s.seed + 2)
-    sq = quality.sample_quality(images, data, run.device, s.n_ref, clf=clf)
+    sq = quality.sample_quality(images, data, run.device, s.n_ref, clf=clf, seed=s.seed)  # seed: the bootstrap's
     sq["samples"] = "pixel means sigmoid(decoder(z)), z ~ N(0, I)"
     seconds["sample_quality"] = time.perf_counter() - t0
 
@@ -145,7 +145,7 @@ def evaluate_ddpm(run: DDPMRun, data: Images, s: Settings = DEFAULT, clf: Refere
     log(f"sample quality of {s.n_samples} DDIM-{DDPM_STEPS} samples")
     t0 = time.perf_counter()
     images, speed = generate(run, s.n_samples, DDPM_SAMPLER, DDPM_STEPS, seed=s.seed)
-    sq = quality.sample_quality(images, data, run.device, s.n_ref, clf=clf)
+    sq = quality.sample_quality(images, data, run.device, s.n_ref, clf=clf, seed=s.seed)
     sq["samples"] = f"DDIM-{DDPM_STEPS} (eta 0) with the {'EMA' if run.ema else 'raw'} weights, {speed:.1f} images/s"
     return {"format": FORMAT, "kind": "ddpm", "run": str(run.path),
             "model": f"DDPM, {count_parameters(run.model):,} parameters, {len(run.history)} epochs",

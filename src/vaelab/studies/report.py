@@ -207,8 +207,11 @@ def build(out: Path, data: Data = None, profile_note: str = "", extra_md: list[s
     names = [n for s in sections for n in s["datasets"]]
     intro = (f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {sum(s['runs'] for s in sections)} runs. "
              f"{profile_note} Numbers are per test image; -ELBO, reconstruction and KL in nats; FD-LeNet is the "
-             f"Frechet distance in the features of vaelab's own {titles(names)} classifier (not FID); ± is the "
-             "spread over seeds.")
+             f"Frechet distance in the features of vaelab's own {titles(names)} classifier (not FID); density "
+             "and coverage (Naeem et al. 2020) stand beside precision and recall, which outliers fool; ± is the "
+             "spread over seeds. A verdict names a best configuration by a sample metric only when the "
+             "runner-up lies outside its 95% bootstrap interval (over each run's generated images; with "
+             "several seeds, the span of the seeds' intervals).")
     versus_md, versus_html = versus_section(out / "ddpm")
     extra_md, extra_html = (extra_md or []) + versus_md, extra_html + versus_html
     md_path, html_path = out / "REPORT.md", out / "report.html"

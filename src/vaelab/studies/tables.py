@@ -18,6 +18,8 @@ from vaelab.vae.models import build_vae, count_parameters
 # The report's own choices, to check the numbers against (sections 2.6, 3.3 and 4)
 REPORT_CHOICE = {"dense": ("256-512", 5, 1.0), "conv": ("32-64-128", 10, 1.0), "beta": ("32-64-128", 10, 1.0)}
 PARAMS = {}  # (family, arch, latent) -> parameter count, filled lazily
+# sample metrics: evaluate stores each with a 95% bootstrap interval over the generated images, '<name>_ci'
+SAMPLE_METRICS = ("fd_lenet", "precision", "recall", "density", "coverage", "classifier_score")
 
 
 def parameters(family: str, arch: str, latent: int) -> int:
@@ -39,6 +41,7 @@ class Row:
     dataset: str = DEFAULT_DATASET  # the registry name of the data its runs were trained on
     runs: list[Path] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)
+    intervals: dict[str, list[list[float]]] = field(default_factory=dict)  # metric -> [low, high] per seed that has one
 
     @property
     def key(self) -> tuple:
@@ -55,9 +58,17 @@ class Row:
         v = self.values.get(name) or []
         return statistics.stdev(v) if len(v) > 1 else None
 
+    def band(self, name: str) -> tuple[float, float] | None:
+        """The 95% interval of a sample metric: one seed's, or the union of the seeds' (and their values)."""
+        ivs = self.intervals.get(name) or []
+        if not ivs:
+            return None
+        ends = [x for iv in ivs for x in iv] + (self.values.get(name) or [])
+        return min(ends), max(ends)
 
-def run_values(run_dir: Path) -> dict[str, float]:
-    """The numbers of one run folder that the report shows (missing metrics are simply absent)."""
+
+def run_values(run_dir: Path) -> dict[str, float | list[float]]:
+    """The numbers of one run folder that the report shows, sample metrics' intervals as '<name>_ci' lists."""
     out = {}
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     if history:
@@ -72,7 +83,8 @@ def run_values(run_dir: Path) -> dict[str, float]:
         out.update({k: lik[k] for k in ("neg_elbo", "recon", "kl", "active_units") if k in lik})
         if "iwae" in lik:
             out["iwae_nll"] = lik["iwae"]["neg_log_likelihood"]
-        out.update({k: sq[k] for k in ("fd_lenet", "precision", "recall", "classifier_score") if k in sq})
+        out.update({k: sq[k] for k in SAMPLE_METRICS if k in sq})
+        out.update({f"{k}_ci": list(sq[f"{k}_ci"]) for k in SAMPLE_METRICS if sq.get(f"{k}_ci")})
         out.update({k: lat[k] for k in ("knn_accuracy", "linear_probe_accuracy", "silhouette") if k in lat})
     return out
 
@@ -87,7 +99,10 @@ def collect(sweep_dir: Path) -> list[Row]:
         row = rows.setdefault(key, Row(*key))
         row.runs.append(run_dir)
         for name, value in run_values(run_dir).items():
-            row.values.setdefault(name, []).append(value)
+            if name.endswith("_ci"):
+                row.intervals.setdefault(name[:-3], []).append(value)
+            else:
+                row.values.setdefault(name, []).append(value)
     order = lambda r: (r.family, parameters(r.family, r.arch, 2), r.latent, r.beta)  # noqa: E731
     return sorted(rows.values(), key=order)
 
@@ -95,10 +110,12 @@ def collect(sweep_dir: Path) -> list[Row]:
 COLUMNS = [  # (metric, header, format); lower is better unless marked in HIGHER
     ("params", "parameters", "{:,.0f}"), ("neg_elbo", "test -ELBO", "{:.2f}"), ("recon", "recon", "{:.2f}"),
     ("kl", "KL", "{:.2f}"), ("active_units", "active units", "{:.0f}"), ("fd_lenet", "FD-LeNet", "{:.2f}"),
-    ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("knn_accuracy", "k-NN acc.", "{:.3f}"),
-    ("train_seconds", "train s", "{:.0f}"),
+    ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("density", "density", "{:.3f}"),
+    ("coverage", "coverage", "{:.3f}"), ("knn_accuracy", "k-NN acc.", "{:.3f}"), ("train_seconds", "train s", "{:.0f}"),
 ]
-HIGHER = {"precision", "recall", "knn_accuracy", "active_units"}
+HIGHER = {"precision", "recall", "density", "coverage", "classifier_score", "knn_accuracy", "active_units"}
+FORMAT = {name: fmt for name, _, fmt in COLUMNS} | {"classifier_score": "{:.2f}"}
+TITLE = {"fd_lenet": "FD-LeNet", "classifier_score": "classifier score"}  # how a verdict names a sample metric
 
 
 def cell(row: Row, name: str, fmt: str) -> str:
@@ -129,8 +146,13 @@ def best(rows: list[Row], name: str) -> Row | None:
 
 
 def label(r: Row) -> str:
-    """'conv 32-64-128, latent 10' (+ beta where it is not 1)."""
-    return f"{r.family} {r.arch}, latent {r.latent}" + (f", beta {r.beta:g}" if r.beta != 1 else "")
+    """'conv 32-64-128, latent 10, beta 1': always with beta, so a verdict of the beta study names its run."""
+    return f"{r.family} {r.arch}, latent {r.latent}, beta {r.beta:g}"
+
+
+def overlap(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
+    """Whether two intervals [low, high] share a point (False where either is missing)."""
+    return a is not None and b is not None and a[0] <= b[1] and b[0] <= a[1]
 
 
 def describe_gap(choice: Row, top: Row, name: str, unit: str) -> str:
@@ -140,7 +162,43 @@ def describe_gap(choice: Row, top: Row, name: str, unit: str) -> str:
     gap = abs(choice.mean(name) - top.mean(name))
     sds = [s for s in (choice.spread(name), top.spread(name)) if s is not None]
     noise = f" (seed spread about {max(sds):.2f})" if sds else " (one seed: no spread measured)"
+    if name in SAMPLE_METRICS and overlap(choice.band(name), top.band(name)):
+        noise = noise[:-1] + "; within each other's 95% interval: no difference measured)"
     return f"{gap:.2f} {unit} {'below' if name in HIGHER else 'above'} the best{noise}"
+
+
+def quoted(r: Row, name: str) -> str:
+    """'conv 32-64-128, latent 10 (12.34 [12.01, 12.70])': a row's mean, seed spread and 95% interval."""
+    fmt, band, sd = FORMAT.get(name, "{:.3f}"), r.band(name), r.spread(name)
+    text = fmt.format(r.mean(name))
+    if sd is not None:
+        text += f" ± {fmt.format(sd)} over {len(r.values[name])} seeds"
+    if band is not None:
+        which = "the seeds' 95% intervals span" if sd is not None else "95% interval"
+        text += f", {which} [{fmt.format(band[0])}, {fmt.format(band[1])}]"
+    return f"{label(r)} ({text})"
+
+
+def sample_verdict(rows: list[Row], name: str) -> tuple[Row | None, str]:
+    """The best row by a sample metric and a sentence; the row is None where the runner-up's interval overlaps."""
+    scored = sorted((r for r in rows if r.mean(name) is not None), key=lambda r: r.mean(name),
+                    reverse=name in HIGHER)
+    title = TITLE.get(name, name)
+    if not scored:
+        return None, ""
+    top = scored[0]
+    if len(scored) == 1:
+        return top, f"Best samples by {title}: {quoted(top, name)}, the only configuration measured."
+    second = scored[1]
+    if top.band(name) is None or second.band(name) is None:
+        return top, (f"Best samples by {title}: {quoted(top, name)}; runner-up {quoted(second, name)}; no 95% "
+                     "intervals stored (evaluated before vaelab had them): re-run `vaelab evaluate` to tell "
+                     "them apart.")
+    if overlap(top.band(name), second.band(name)):
+        return None, (f"By {title} there is no winner: the best, {quoted(top, name)}, and the runner-up, "
+                      f"{quoted(second, name)}, are within each other's 95% interval.")
+    return top, (f"Best samples by {title}: {quoted(top, name)}; the runner-up, {quoted(second, name)}, "
+                 "lies outside its 95% interval.")
 
 
 def economical(rows: list[Row], name: str = "neg_elbo", tolerance: float = 0.02) -> Row | None:
@@ -160,8 +218,9 @@ def verdict(study: str, rows: list[Row]) -> str:
     if top_elbo is None or choice is None:
         return "Not enough finished runs for a verdict."
     lines = [f"Lowest test -ELBO: {label(top_elbo)} ({top_elbo.mean('neg_elbo'):.2f} nats)."]
-    if top_fd is not None:
-        lines.append(f"Best samples by FD-LeNet: {label(top_fd)} ({top_fd.mean('fd_lenet'):.2f}).")
+    fd_winner, fd_line = sample_verdict(rows, "fd_lenet")  # None: no winner by FD-LeNet, it singles out no one
+    if fd_line:
+        lines.append(fd_line)
     if study == "beta":
         by_beta = sorted(rows, key=lambda r: r.beta)
         trend = ", ".join(f"beta {r.beta:g}: recon {r.mean('recon'):.1f} / KL {r.mean('kl'):.1f}" for r in by_beta)
@@ -170,14 +229,14 @@ def verdict(study: str, rows: list[Row]) -> str:
         lines.append(f"The report's beta = 1 is {describe_gap(choice, top_elbo, 'neg_elbo', 'nats')} by -ELBO"
                      + (f" and {describe_gap(choice, top_fd, 'fd_lenet', 'FD')} by FD-LeNet."
                         if top_fd is not None and choice.mean('fd_lenet') is not None else "."))
-        agrees = choice is top_elbo or choice is top_fd
+        agrees = choice is top_elbo or choice is fd_winner
     else:
         eco = economical(rows)
         lines.append(f"Smallest model within 2% of the best -ELBO: {label(eco)} "
                      f"({parameters(eco.family, eco.arch, eco.latent):,} parameters, {eco.mean('neg_elbo'):.2f} nats).")
         lines.append(f"The report's choice, {label(choice)} ({parameters(choice.family, choice.arch, choice.latent):,} "
                      f"parameters), is {describe_gap(choice, top_elbo, 'neg_elbo', 'nats')} by -ELBO.")
-        agrees = choice in (top_elbo, eco, top_fd)
+        agrees = choice in (top_elbo, eco) or choice is fd_winner
         if not agrees and top_elbo.arch == choice.arch:
             lines.append(f"They agree with the report on the architecture ({choice.family} {choice.arch}) but favour "
                          f"latent {top_elbo.latent} over {choice.latent}.")

@@ -36,12 +36,28 @@ from vaelab.vae.run import open_vae
 # DDPM, N = 500, seeds 0/1: FD-LeNet DDPM-1000 124.8; DDIM-50 eta 0 161.1/151.5; eta 1 118.6/127.3.
 DDPM_SAMPLERS = {"DDPM-1000": ("ddpm", None, None), "DDIM-100": ("ddim", 100, 0.0), "DDIM-50": ("ddim", 50, 0.0),
                  "DDIM-50-eta1": ("ddim", 50, 1.0)}
-# the table: (header, key of a row, format)
-COLUMNS = [("generator", "generator", "{}"), ("ms per image", "ms_per_image", "{:.2f}"),
-           ("images/s", "images_per_second", "{:.1f}"), ("FD-LeNet", "fd_lenet", "{:.2f}"),
-           ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
-           ("classifier score", "classifier_score", "{:.2f}"), ("class entropy", "class_entropy", "{:.3f}"),
-           ("rarest class share", "rarest_class_share", "{:.3f}")]
+INTERVALS = ("fd_lenet", "precision", "recall", "density", "coverage", "classifier_score")  # each with '<key>_ci'
+
+
+def number(key: str, fmt: str, n: bool = False):
+    """A cell of a row: the number, its 95% interval where the row has one, and N when `n`; '-' if absent."""
+    def cell(r: dict) -> str:
+        if r.get(key) is None:
+            return "-"
+        ci = r.get(f"{key}_ci")
+        band = f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else ""
+        return fmt.format(r[key]) + band + (f" (N={r['n']})" if n and "n" in r else "")
+    return cell
+
+
+# the table: (header, cell of a row); comparisons saved before density/coverage show '-' there
+COLUMNS = [("generator", lambda r: str(r["generator"])), ("ms per image", number("ms_per_image", "{:.2f}")),
+           ("images/s", number("images_per_second", "{:.1f}")), ("FD-LeNet", number("fd_lenet", "{:.2f}", n=True)),
+           ("precision", number("precision", "{:.3f}")), ("recall", number("recall", "{:.3f}")),
+           ("density", number("density", "{:.3f}")), ("coverage", number("coverage", "{:.3f}")),
+           ("classifier score", number("classifier_score", "{:.2f}")),
+           ("class entropy", number("class_entropy", "{:.3f}")),
+           ("rarest class share", number("rarest_class_share", "{:.3f}"))]
 
 
 @torch.no_grad()
@@ -59,10 +75,10 @@ def train_seconds(history: list[dict]) -> float | None:
     return history[-1].get("seconds") if history else None
 
 
-def score(name: str, images: torch.Tensor, speed: float, data: Images, clf, device) -> dict:
-    """Sample-quality numbers of one generator, with its speed."""
-    sq = quality.sample_quality(images, data, device, n_ref=len(data.test_x), clf=clf, with_anchors=False)
-    keep = ("fd_lenet", "precision", "recall", "classifier_score", "class_entropy", "rarest_class_share")
+def score(name: str, images: torch.Tensor, speed: float, data: Images, clf, device, seed: int = 0) -> dict:
+    """Sample-quality numbers of one generator (with their 95% intervals, seeded), with its speed."""
+    sq = quality.sample_quality(images, data, device, n_ref=len(data.test_x), clf=clf, with_anchors=False, seed=seed)
+    keep = (*INTERVALS, *(f"{k}_ci" for k in INTERVALS), "class_entropy", "rarest_class_share", "interval")
     return {"generator": name, "n": len(images), "images_per_second": speed,
             "ms_per_image": 1000.0 / speed, **{k: sq[k] for k in keep}}
 
@@ -79,13 +95,13 @@ def compare(vae_dir: Path, ddpm_dir: Path, data: Data = None, n: int = 1000, sam
     clf = load_or_train(data, vae.device)
     rows, shown = [], {}
     images, speed = vae_generate(vae, n, seed)
-    rows.append(score("VAE", images, speed, data, clf, vae.device))
+    rows.append(score("VAE", images, speed, data, clf, vae.device, seed))
     shown["VAE"] = images[:16]
     for name in samplers:
         sampler, steps, eta = DDPM_SAMPLERS[name]
         log(f"sampling {n} images with {name}")
         images, speed = generate(ddpm, n, sampler, steps, eta=eta, seed=seed)
-        rows.append(score(name, images, speed, data, clf, ddpm.device))
+        rows.append(score(name, images, speed, data, clf, ddpm.device, seed))
         shown[name] = images[:16]
     return {"n": n, "dataset": data.dataset.name, "n_ref": len(data.test_x), "classifier": clf.describe(),
             "device": str(vae.device), "threads": torch.get_num_threads(),
@@ -109,13 +125,19 @@ def intro(result: dict) -> str:
             f"of training) against DDPM {d['run']} ({d['parameters']:,} parameters, {d['epochs']} epochs, "
             f"{d['train_seconds'] or 0:.0f} s). N = {result['n']} images each against the "
             f"{result.get('n_ref', 10000):,} {title_of(result)} test images; {result['hardware']}, "
-            f"{result['threads']} thread(s).")
+            f"{result['threads']} thread(s).{interval_note(result)}")
+
+
+def interval_note(result: dict) -> str:
+    """' [low, high]: ...' naming the rows' intervals, or '' for comparisons saved without them."""
+    what = next((r["interval"] for r in result["rows"] if "interval" in r), None)
+    return "" if what is None else f" [low, high]: {what['level']:.0%} interval, {what['method']}."
 
 
 def table(result: dict) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the comparison table (one row per generator): the one renderer of Markdown and HTML."""
-    header = [h for h, _, _ in COLUMNS]
-    body = [[fmt.format(r[key]) for _, key, fmt in COLUMNS] for r in result["rows"]]
+    header = [h for h, _ in COLUMNS]
+    body = [[cell(r) for _, cell in COLUMNS] for r in result["rows"]]
     return header, body
 
 

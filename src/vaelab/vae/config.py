@@ -23,7 +23,7 @@ class ModelConfig:
         """Raise VaelabError when the architecture or latent size is impossible."""
         if self.latent_dim < 1:
             raise VaelabError(f"latent_dim must be >= 1 (got {self.latent_dim})")
-        check_arch(self.family, self.arch)
+        check_arch(self.family, self.arch, self.latent_dim)
 
 
 @dataclass(frozen=True)
