@@ -226,9 +226,11 @@ def verdict(study: str, rows: list[Row]) -> str:
         trend = ", ".join(f"beta {r.beta:g}: recon {r.mean('recon'):.1f} / KL {r.mean('kl'):.1f}" for r in by_beta)
         lines.append(f"Rate-distortion: {trend}; raising beta trades reconstruction for a smaller KL, as the "
                      "report saw by eye.")
+        fd_gap = describe_gap(choice, top_fd, "fd_lenet", "FD") if top_fd is not None else ""
+        if fd_gap == "the best" and fd_winner is None:  # lowest, but the runner-up is within its interval
+            fd_gap = "the lowest (not separated from the runner-up, as said)"
         lines.append(f"The report's beta = 1 is {describe_gap(choice, top_elbo, 'neg_elbo', 'nats')} by -ELBO"
-                     + (f" and {describe_gap(choice, top_fd, 'fd_lenet', 'FD')} by FD-LeNet."
-                        if top_fd is not None and choice.mean('fd_lenet') is not None else "."))
+                     + (f" and {fd_gap} by FD-LeNet." if fd_gap and choice.mean('fd_lenet') is not None else "."))
         agrees = choice is top_elbo or choice is fd_winner
     else:
         eco = economical(rows)
