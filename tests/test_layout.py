@@ -43,6 +43,8 @@ def imports(mod: str) -> tuple[tuple[str, bool], ...]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
                      for a in node.names]
+            if node.module in known and node.module != mod:  # importing a.b from package a runs a/__init__
+                names.append(node.module)
         else:
             continue
         for n in names:

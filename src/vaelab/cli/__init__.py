@@ -1,5 +1,1 @@
-"""The command line: argument parsing and printing only; the work is done by the packages below."""
-
-from vaelab.cli.main import build_parser, main, main_exit
-
-__all__ = ["build_parser", "main", "main_exit"]
+"""The command line (main.py): argument parsing and printing only; the work is done by the packages below."""
