@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_SPEC=${VAELAB_TORCH:-torch==2.13.0}
+EXTRAS=${VAELAB_EXTRAS:-test}  # CI: test,ray,tensorboard,notebook
 
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vaelab, torch, sklearn, safetensors, pytest" 2>/dev/null \
    && [ "$VENV/.stamp" -nt pyproject.toml ]; then
@@ -26,7 +27,7 @@ else
   fi
 fi
 echo "setup: installing vaelab and its dependencies into $VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 \
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]" 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory" || true
 "$VENV/bin/python" -c "import vaelab, torch, sklearn, safetensors, pytest" \
   || { echo "setup: the installation failed" >&2; exit 1; }
