@@ -11,7 +11,7 @@ from vaelab.cli.common import add_dataset, dataset_of, nonneg_int, positive_int,
 from vaelab.data.datasets import DATASETS, DEFAULT, get
 from vaelab.data.images import load
 from vaelab.engine.runs import pick_device
-from vaelab.metrics import classifier
+from vaelab.metrics import pinning, reference
 from vaelab.metrics.evaluate import DEFAULT as DEFAULT_SETTINGS
 from vaelab.metrics.evaluate import QUICK, evaluate_path, read_metrics, settings_with
 
@@ -97,7 +97,12 @@ ROWS = [
 
 def table(names: list[str], metrics: list[dict], markdown: bool = False) -> str:
     """Rows of ROWS, one column per run; plain aligned text or a Markdown table."""
-    body = [[label, *(cell(m) for m in metrics)] for label, cell in ROWS]
+    return table_of(ROWS, names, metrics, markdown)
+
+
+def table_of(rows: list[tuple], names: list[str], metrics: list[dict], markdown: bool = False) -> str:
+    """`rows` (label, cell function), one column per metrics dict; plain aligned text or a Markdown table."""
+    body = [[label, *(cell(m) for m in metrics)] for label, cell in rows]
     header = ["metric", *names]
     if markdown:
         esc = lambda s: s.replace("|", "\\|")  # noqa: E731
@@ -113,7 +118,10 @@ def cmd_evaluate(args) -> int:
     s = settings_with(QUICK if args.quick else DEFAULT_SETTINGS, iwae_k=args.k, iwae_images=args.iwae_images,
                       n_samples=args.samples, probe_train=args.probe_train, seed=args.seed)
     data = lambda trained_on: load(run_dataset(trained_on, args.dataset), args.data_dir)  # noqa: E731
-    metrics = evaluate_path(args.run, s, args.device, data=data)
+    clf = None
+    if args.classifier:  # opened on the run's own dataset by evaluate_path's check, on the CPU (it is small)
+        clf = reference.own(args.classifier)
+    metrics = evaluate_path(args.run, s, args.device, data=data, clf=clf)
     print(table([Path(args.run).name or str(args.run)], [metrics], args.markdown))
     print(f"\ndata: {metrics['data_note']}\nwritten: {Path(args.run) / 'metrics.json'}")
     return 0
@@ -146,16 +154,18 @@ def cmd_compare(args) -> int:
 
 
 def cmd_classifier(args) -> int:
-    """Train (or show) the reference classifier of a dataset, used by the sample-quality metrics."""
+    """Show the pinned (or a given) reference classifier, or train one of your own with its statistics and anchors."""
     if args.action == "info":
         dataset = get(dataset_of(args))
-        folder = classifier.cache_folder(dataset)
-        info = classifier.load(folder, dataset=dataset).info  # checks the checksum; VaelabError if missing or corrupt
-        print(json.dumps({"folder": str(folder), **info}, indent=2))
+        clf = reference.own(args.classifier, dataset=dataset) if args.classifier else reference.pinned(dataset)
+        print(json.dumps({"folder": str(clf.folder), "pinned": clf.pinned, **clf.info}, indent=2))
         return 0
-    clf = classifier.load_or_train(load(dataset_of(args), args.data_dir), pick_device(args.device), force=args.force)
-    print(f"reference {dataset_title(clf.dataset)} classifier: test accuracy {clf.info['test_accuracy']:.2%} "
-          f"(trained in {clf.info['train_seconds']:.0f} s), sha256 {clf.sha256}\n  {clf.folder}")
+    out = Path(args.out) if args.out else None
+    clf = pinning.train_reference(load(dataset_of(args), args.data_dir), pick_device(args.device), out, args.force)
+    pinned = " (the pinned one)" if clf.sha256 == reference.PINNED.get(clf.dataset) else ""
+    print(f"{dataset_title(clf.dataset)} classifier: test accuracy {clf.info['test_accuracy']:.2%} "
+          f"(trained in {clf.info['train_seconds']:.0f} s), sha256 {clf.sha256}{pinned}\n  {clf.folder}\n"
+          f"use it with --classifier {clf.folder}")
     return 0
 
 
@@ -164,7 +174,7 @@ EVALUATE_HELP = """Measure a trained run and write metrics.json into its folder,
 likelihood (on the test set, in the data variant the run was trained on: grayscale or dynamically binarised):
   -ELBO per image with its reconstruction and KL parts, KL per latent dimension, active units
   (Burda et al. 2015: Var over the test set of mu_d > 0.01), and the IWAE bound -log p(x) with k samples.
-sample quality (N decoded z ~ N(0, I) against the test set, in the features of vaelab's own LeNet):
+sample quality (N decoded z ~ N(0, I) against the test set, in the features of vaelab's pinned LeNet):
   FD-LeNet (Frechet distance; not FID), precision/recall (Kynkaanniemi et al. 2019, k=3), density/coverage
   (Naeem et al. 2020, k=5), classifier score (Inception Score formula), predicted-class histogram, entropy
   and rarest class share, with the floor (training images) and ceiling (uniform noise) anchors.
@@ -185,8 +195,8 @@ latent structure (posterior means): k-NN and linear-probe accuracy, silhouette s
 Everything is measured on the dataset the run was trained on (its config names it).
 
 cost, conv 32-64-128 model on one CPU core: the default takes about a minute (under 2 minutes on a busy
-2-core machine); --quick about 10 s. The first evaluation also trains the reference classifier (about a
-minute, once per dataset; see `vaelab classifier`) and its anchors for the chosen N (about 10 s, once).
+2-core machine); --quick about 10 s. The pinned classifier ships with its anchors at N = 1,000, 5,000 and
+10,000 (`vaelab classifier`); another N computes its anchors once (about 10 s) and caches them.
 The intervals add 5 to 10 s at N = 10,000 (one thread, measured on a busy 2-core machine).
 The IWAE bound costs k decoder passes per image, about 4,000 a second on one CPU core for the conv
 model: the default (k=100 on 2,000 images) is about 45 s; --k 5000 --iwae-images 100 about 2 minutes;
@@ -214,6 +224,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=nonneg_int, default=None, help="seed of every random draw (default 0)")
     e.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
     e.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    e.add_argument("--classifier", default=None, metavar="PATH",
+                   help="score with a classifier of your own (`vaelab classifier train --out`) instead of the pinned "
+                        "one; metrics.json records which (its numbers then compare only with the same classifier's)")
     add_dataset(e, of_run=True)
     e.set_defaults(func=cmd_evaluate)
 
@@ -224,21 +237,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--markdown", action="store_true", help="print a Markdown table")
     c.set_defaults(func=cmd_compare)
 
-    bars = ", ".join(f"{d.classifier_bar:.0%} on {d.title}" for d in DATASETS.values())
-    k = sub.add_parser("classifier", help="the reference classifier of a dataset, for the sample-quality metrics",
-                       description=f"vaelab's own LeNet, one per dataset (fixed seed; refused below a test accuracy "
-                                   f"of {bars}), trained once and cached as safetensors with its sha256 and "
-                                   "input normalisation in VAELAB_CACHE/classifier/NAME. `evaluate` trains it "
-                                   "when missing.")
+    k = sub.add_parser("classifier", help="the reference classifiers of the sample-quality metrics",
+                       description="vaelab scores samples in the features of a small LeNet per dataset. The "
+                                   "pinned ones ship inside vaelab (weights, test-set feature statistics and "
+                                   "anchors; sha256 checked on every load), so every machine gets the same "
+                                   "numbers. `train` makes one of your own (or, with --out, how the shipped "
+                                   "ones were made); use it with --classifier PATH.")
     ks = k.add_subparsers(dest="action", metavar="ACTION", required=True)
-    t = ks.add_parser("train", help="train and cache it (about a minute on 2 CPU cores)",
-                      description="Train the reference classifier unless a valid one is cached (or --force).")
-    t.add_argument("--force", action="store_true", help="retrain even if a valid one is cached")
+    t = ks.add_parser("train", help="train a classifier of your own, with its statistics and anchors (~4 min)",
+                      description="Train a dataset's LeNet (seed 0, 10 epochs; about 4 minutes on 2 CPU cores) "
+                                  "unless a valid one is in the folder (or --force), then save the test set's "
+                                  "feature statistics and the anchors at the standard N beside it.")
+    t.add_argument("--out", default=None, metavar="DIR",
+                   help="folder to write (default: VAELAB_CACHE/classifier/NAME); the shipped ones were made with "
+                        "--out src/vaelab/metrics/reference/NAME")
+    t.add_argument("--force", action="store_true", help="retrain even if a valid one is there")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda")
     add_dataset(t)
     t.set_defaults(func=cmd_classifier)
-    i = ks.add_parser("info", help="where it is, its checksum and test accuracy",
-                      description="Show the cached classifier's record after checking its checksum.")
+    i = ks.add_parser("info", help="the pinned classifier's record (or --classifier PATH's), checksum checked",
+                      description="Show a classifier's record (accuracy, sha256, training command) after checking it.")
     i.add_argument("--dataset", choices=list(DATASETS), default=None, metavar="NAME",
                    help=f"whose classifier: {', '.join(DATASETS)} (default {DEFAULT})")
+    i.add_argument("--classifier", default=None, metavar="PATH", help="a folder of your own instead of the pinned one")
     i.set_defaults(func=cmd_classifier)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from vaelab.engine.checkpoint import atomic_write_text
-from vaelab.metrics.classifier import ReferenceClassifier, load_or_train
+from vaelab.metrics.classifier import ReferenceClassifier
+from vaelab.metrics.reference import anchor_files, images_digest, read_anchor_cache, resolve
 from vaelab.data.images import Images, to_unit
 from vaelab.errors import VaelabError
 from vaelab.metrics import intervals
@@ -28,6 +29,7 @@ DC_K = 5  # the k of density/coverage; Naeem et al. recommend k = 5
 KEPT = 32  # fakes kept per real ball for the bootstrap: a resample misses 32 given fakes with odds e^-32
 BLOCK = 1000  # rows of a distance block: 1000 x 10000 float32 = 40 MB
 ANCHOR_SEED = 12345
+Stats = "tuple[torch.Tensor, torch.Tensor] | None"  # (mean (F,), covariance (F, F)) of real features
 ANCHOR_KEYS = {"fd_lenet", "precision", "recall", "density", "coverage", "classifier_score"}  # a cached anchor has each
 
 
@@ -195,19 +197,24 @@ def class_histogram(probs: torch.Tensor) -> dict:
 
 
 def compare_features(real_f: torch.Tensor, fake_f: torch.Tensor, fake_p: torch.Tensor,
-                     nb: Neighbourhoods | None = None) -> dict:
-    """Every sample-quality number of a generated set (features, probabilities) against real features."""
+                     nb: Neighbourhoods | None = None, real_stats: Stats = None) -> dict:
+    """Every sample-quality number of a generated set (features, probabilities) against real features.
+
+    real_stats: the real side's (mean, covariance) for FD, shipped with a pinned classifier; None: from real_f.
+    """
     nb = neighbourhoods(real_f, fake_f) if nb is None else nb
-    return {"fd_lenet": fd_features(real_f, fake_f), "precision": nb.precision(), "recall": nb.recall(),
+    real_stats = gaussian_stats(real_f) if real_stats is None else real_stats
+    return {"fd_lenet": frechet_distance(*real_stats, *gaussian_stats(fake_f)), "precision": nb.precision(), "recall": nb.recall(),
             "density": nb.density(), "coverage": nb.coverage(), "classifier_score": classifier_score(fake_p),
             **class_histogram(fake_p)}
 
 
 def replicates(real_f: torch.Tensor, fake_f: torch.Tensor, fake_p: torch.Tensor, nb: Neighbourhoods,
-               idx: torch.Tensor) -> dict[str, torch.Tensor]:
+               idx: torch.Tensor, real_stats: Stats = None) -> dict[str, torch.Tensor]:
     """Each metric (B,) recomputed on the resamples idx (B, N) of the generated set, from per-sample quantities."""
     n = len(fake_f)
-    return {"fd_lenet": frechet_distances(*gaussian_stats(real_f), *intervals.moment_replicates(fake_f, idx)),
+    real_stats = gaussian_stats(real_f) if real_stats is None else real_stats
+    return {"fd_lenet": frechet_distances(*real_stats, *intervals.moment_replicates(fake_f, idx)),
             "precision": intervals.mean_replicates(nb.in_real_ball, idx),
             "recall": intervals.any_replicates(nb.covering_fakes, idx, n),  # with the full set's fake radii
             "density": intervals.mean_replicates(nb.real_balls, idx) / nb.dc_k,
@@ -217,12 +224,12 @@ def replicates(real_f: torch.Tensor, fake_f: torch.Tensor, fake_p: torch.Tensor,
 
 def sample_intervals(real_f: torch.Tensor, fake_f: torch.Tensor, fake_p: torch.Tensor, nb: Neighbourhoods,
                      point: dict, resamples: int = intervals.RESAMPLES, seed: int = 0,
-                     level: float = intervals.LEVEL) -> dict:
+                     level: float = intervals.LEVEL, real_stats: Stats = None) -> dict:
     """'<metric>_ci': [low, high] around each value of `point` that `replicates` resamples; 'interval': what."""
     t0 = time.perf_counter()
     idx = intervals.resample_indices(len(fake_f), resamples, seed)
     with intervals.one_thread():
-        reps = replicates(real_f, fake_f, fake_p, nb, idx)
+        reps = replicates(real_f, fake_f, fake_p, nb, idx, real_stats)
     out = {f"{k}_ci": intervals.shifted_interval(v, point[k], level) for k, v in reps.items()}
     out["interval"] = {**intervals.describe(len(fake_f), resamples, seed, level),
                        "shift": {k: intervals.shift(v, point[k]) for k, v in reps.items()},
@@ -242,37 +249,45 @@ def check_classifier(data: Images, clf: ReferenceClassifier) -> None:
                           f"{data.dataset.title}: its features would not mean anything")
 
 
+def real_side(data: Images, clf: ReferenceClassifier, n_ref: int) -> tuple[torch.Tensor, Stats]:
+    """Features of the first n_ref test images and, over the full test set, the classifier's shipped statistics."""
+    real_f, _ = features(reference_images(data, n_ref), clf)
+    # FD's real side: the statistics shipped with a pinned classifier (the same bytes everywhere), when they
+    # describe the same images; else those of the features just computed
+    shipped = clf.test_stats
+    same = shipped is not None and n_ref == len(data.test_x) and shipped[2] == images_digest(data.test_x)
+    return real_f, (shipped[:2] if same else gaussian_stats(real_f))
+
+
 def anchors(data: Images, clf: ReferenceClassifier, n: int, n_ref: int, real_f: torch.Tensor | None = None,
-            log=lambda m: print(m, file=sys.stderr)) -> dict:
+            log=lambda m: print(m, file=sys.stderr), real_stats: Stats = None) -> dict:
     """Floor (n training images) and ceiling (n uniform-noise images) against the reference set; cached."""
     # anchors depend on the classifier, both set sizes (FD is biased in N) and the k of each k-NN metric: anchors
     # cached before density/coverage existed sit under another key (no ':dc5') and are recomputed, not reused
     key = f"{clf.sha256}:{n}x{n_ref}:pr{PR_K}:dc{DC_K}"
-    path = clf.folder / "anchors.json" if clf.folder is not None else None
-    cache = {}
-    if path is not None and path.is_file():
-        try:
-            cache = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            cache = {}
-        cache = cache if isinstance(cache, dict) else {}
-        found = cache.get(key) if isinstance(cache.get(key), dict) else {}
+    sources, target = anchor_files(clf)
+    for path in sources:
+        found = read_anchor_cache(path).get(key)
+        found = found if isinstance(found, dict) else {}
         if all(isinstance(found.get(a), dict) and ANCHOR_KEYS <= set(found[a]) for a in ("floor", "ceiling")):
             return found
     log(f"computing the sample-quality anchors for N = {n} (once per classifier and N)")
     if real_f is None:
-        real_f = features(reference_images(data, n_ref), clf)[0]
+        real_f, real_stats = real_side(data, clf, n_ref)
     g = torch.Generator().manual_seed(ANCHOR_SEED)
     train_idx = torch.randperm(len(data.train_x), generator=g)[:n]
     floor_f, floor_p = features(to_unit(data.train_x[train_idx]), clf)
     noise_f, noise_p = features(torch.rand(n, 1, 28, 28, generator=g), clf)
     result = {"floor": {"what": f"{len(train_idx)} random training images vs the test set",
-                        **compare_features(real_f, floor_f, floor_p)},
+                        **compare_features(real_f, floor_f, floor_p, real_stats=real_stats)},
               "ceiling": {"what": f"{n} uniform-noise images vs the test set",
-                          **compare_features(real_f, noise_f, noise_p)}}
-    if path is not None:
-        cache[key] = result
-        atomic_write_text(path, json.dumps(cache, indent=1) + "\n")
+                          **compare_features(real_f, noise_f, noise_p, real_stats=real_stats)}}
+    if target is not None:
+        try:  # a cache that cannot be written costs time next run, never the result
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target, json.dumps({**read_anchor_cache(target), key: result}, indent=1) + "\n")
+        except OSError as e:
+            log(f"note: anchors not cached ({e})")
     return result
 
 
@@ -282,7 +297,7 @@ def sample_quality(images: torch.Tensor, data: Images, device: torch.device | st
     """Score generated images (N, 1, 28, 28) in [0, 1] against the first n_ref test images of `data`'s dataset.
 
     `device` (a torch.device or 'cpu'/'cuda') runs the classifier; `clf` (trained on the same dataset)
-    skips loading the dataset's cached one.
+    replaces the dataset's pinned one.
     Returns FD-LeNet, precision, recall, density, coverage, classifier score, each with its 95% bootstrap
     interval over the N images ('<name>_ci'; `resamples` of them, seeded by `seed`; none when 0), the class
     histogram, the settings, and the anchors.
@@ -296,17 +311,17 @@ def sample_quality(images: torch.Tensor, data: Images, device: torch.device | st
     if len(images) <= k or n_ref <= k:
         raise VaelabError(f"sample quality needs more than {k} images on each side (k-NN radii); "
                           f"got {len(images)} generated and {n_ref} reference images")
-    clf = clf or load_or_train(data, device)
+    clf = clf or resolve(data, device)
     check_classifier(data, clf)
-    real_f, _ = features(reference_images(data, n_ref), clf)
+    real_f, real_stats = real_side(data, clf, n_ref)
     fake_f, fake_p = features(images, clf)
     nb = neighbourhoods(real_f, fake_f)
     out = {"n": len(images), "n_ref": n_ref,
            "reference": f"first {n_ref} {data.dataset.title} test images (intensities in [0, 1])",
            "features": f"LeNet penultimate layer ({clf.net.feature_dim})", "pr_k": PR_K, "dc_k": DC_K,
-           "classifier": clf.describe(), **compare_features(real_f, fake_f, fake_p, nb)}
+           "classifier": clf.describe(), **compare_features(real_f, fake_f, fake_p, nb, real_stats)}
     if resamples:
-        out.update(sample_intervals(real_f, fake_f, fake_p, nb, out, resamples, seed))
+        out.update(sample_intervals(real_f, fake_f, fake_p, nb, out, resamples, seed, real_stats=real_stats))
     if with_anchors:
-        out["anchors"] = anchors(data, clf, len(images), n_ref, real_f)
+        out["anchors"] = anchors(data, clf, len(images), n_ref, real_f, real_stats=real_stats)
     return out

@@ -42,6 +42,7 @@ class Row:
     runs: list[Path] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)
     intervals: dict[str, list[list[float]]] = field(default_factory=dict)  # metric -> [low, high] per seed that has one
+    classifiers: set[str] = field(default_factory=set)  # sha256 of the reference classifier(s) its runs were scored with
 
     @property
     def key(self) -> tuple:
@@ -89,6 +90,24 @@ def run_values(run_dir: Path) -> dict[str, float | list[float]]:
     return out
 
 
+def classifier_of(run_dir: Path) -> set[str]:
+    """{sha256 of the classifier that scored the run's samples}, or {} when it has no sample metrics."""
+    mpath = run_dir / "metrics.json"
+    sha = json.loads(mpath.read_text()).get("sample_quality", {}).get("classifier", {}).get("sha256") \
+        if mpath.is_file() else None
+    return {sha} if sha else set()
+
+
+def classifier_note(rows: list[Row]) -> str:
+    """A warning when the rows' sample metrics come from different reference classifiers ('' when they do not)."""
+    shas = set().union(*(r.classifiers for r in rows)) if rows else set()
+    if len(shas) < 2:
+        return ""
+    return (f"Warning: these runs were scored with {len(shas)} different reference classifiers (sha256 "
+            f"{', '.join(sorted(x[:12] for x in shas))}): their sample metrics do not compare; re-run "
+            "`vaelab evaluate` on the older ones to score all with the pinned classifier. ")
+
+
 def collect(sweep_dir: Path) -> list[Row]:
     """Rows of a sweep folder, one per (arch, latent, beta, dataset), seeds merged, in a stable order."""
     rows: dict[tuple, Row] = {}
@@ -98,6 +117,7 @@ def collect(sweep_dir: Path) -> list[Row]:
         key = (m["family"], m["arch"], m["latent_dim"], t["beta"], cfg.get("dataset", DEFAULT_DATASET))
         row = rows.setdefault(key, Row(*key))
         row.runs.append(run_dir)
+        row.classifiers |= classifier_of(run_dir)
         for name, value in run_values(run_dir).items():
             if name.endswith("_ci"):
                 row.intervals.setdefault(name[:-3], []).append(value)
@@ -243,4 +263,4 @@ def verdict(study: str, rows: list[Row]) -> str:
             lines.append(f"They agree with the report on the architecture ({choice.family} {choice.arch}) but favour "
                          f"latent {top_elbo.latent} over {choice.latent}.")
     lines.append("Verdict: the numbers " + ("agree with" if agrees else "do not single out") + " the report's choice.")
-    return " ".join(lines)
+    return classifier_note(rows) + " ".join(lines)

@@ -26,7 +26,7 @@ from vaelab.diffusion.train import open_ddpm
 from vaelab.engine.checkpoint import atomic_write_text
 from vaelab.errors import VaelabError
 from vaelab.metrics import quality
-from vaelab.metrics.classifier import load_or_train
+from vaelab.metrics.reference import resolve
 from vaelab.metrics.evaluate import Data, images_for
 from vaelab.vae.models import count_parameters
 from vaelab.vae.run import open_vae
@@ -92,7 +92,7 @@ def compare(vae_dir: Path, ddpm_dir: Path, data: Data = None, n: int = 1000, sam
         raise VaelabError(f"the VAE {vae_dir} was trained on {get_dataset(vae.cfg.dataset).title} and the DDPM "
                           f"{ddpm_dir} on {get_dataset(ddpm.cfg.dataset).title}: compare runs of one dataset")
     data = images_for(vae.cfg.dataset, data, data_dir)
-    clf = load_or_train(data, vae.device)
+    clf = resolve(data, vae.device)
     rows, shown = [], {}
     images, speed = vae_generate(vae, n, seed)
     rows.append(score("VAE", images, speed, data, clf, vae.device, seed))
