@@ -8,8 +8,9 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "vaelab"
 # layer of each top-level module or package: a module may import only from its own package or a lower layer
-LAYERS = {"__init__": 0, "errors": 0, "config": 0, "plots": 0, "data": 1, "engine": 2, "vae": 3, "diffusion": 3,
-          "metrics": 4, "studies": 5, "cli": 6}
+LAYERS = {"errors": 0, "config": 0, "plots": 0, "version": 0, "data": 1, "engine": 2, "vae": 3, "diffusion": 3,
+          "metrics": 4, "studies": 5, "handles": 6, "datasets": 6, "api": 7, "cli": 8,
+          "__init__": 9}  # the root __init__ is the top: `import vaelab` is the Python API
 LAZY_ALLOWED = {"ray", "torch.utils.tensorboard", "tensorboard"}  # optional extras, imported only when asked for
 
 
@@ -43,7 +44,10 @@ def imports(mod: str) -> tuple[tuple[str, bool], ...]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
                      for a in node.names]
-            if node.module in known and node.module != mod:  # importing a.b from package a runs a/__init__
+            # importing a.b from package a runs a/__init__; the root's runs first for ANY vaelab import, so for it
+            # only names that are not submodules (attributes its __init__ defines) are a dependency
+            submodules_only = node.module == "vaelab" and all(n != node.module for n in names)
+            if node.module in known and node.module != mod and not submodules_only:
                 names.append(node.module)
         else:
             continue

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from vaelab.api import train_run
 from vaelab.cli.common import add_dataset, dataset_of, finite_float, nonneg_int, positive_int, run_dataset
 from vaelab.config import load_json
 from vaelab.data.images import load
-from vaelab.engine.runs import CONFIG, prepare_new, write_config
+from vaelab.engine.runs import CONFIG
 from vaelab.errors import RunError, VaelabError
 from vaelab.vae import figures
 from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.vae.models import FAMILIES, REPORT_CHOICE, count_parameters
 from vaelab.vae.run import open_vae
 from vaelab.vae.stacked import train_stacked
-from vaelab.vae.train import train_vae
 
 
 def config_from_args(args):
@@ -31,32 +30,11 @@ def config_from_args(args):
                                        binarize=args.binarize, precision=args.precision)).validate()
 
 
-def run_training(out: Path, cfg, data_dir, resume: bool, epochs: int | None = None, dataset: str | None = None):
-    """Create or resume the run folder `out` and train it; returns the config and the history."""
-    if resume:
-        if not (out / CONFIG).exists():
-            raise RunError(f"{out} holds no run to resume (no {CONFIG})")
-        cfg = load_json(out / CONFIG, RunConfig)
-        run_dataset(cfg.dataset, dataset)
-        if epochs is not None and epochs != cfg.train.epochs:  # extending (or shortening) a run
-            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs)).validate()
-            write_config(out, cfg)
-        resume = (out / "state.pt").exists()
-    else:
-        prepare_new(out)
-    data = load(cfg.dataset, data_dir)
-    if not resume:
-        write_config(out, cfg, {"data_source": str(data.source)})
-    print(f"training {cfg.model.family} {cfg.model.arch}, latent {cfg.model.latent_dim}, beta {cfg.train.beta:g} "
-          f"on {data.dataset.title} for {cfg.train.epochs} epochs into {out}", file=sys.stderr)
-    return cfg, train_vae(out, cfg, data, resume=resume)
-
-
 def cmd_train(args) -> int:
     """Train a VAE into a run folder."""
     out = Path(args.out)
     cfg = None if args.resume else config_from_args(args)
-    run_training(out, cfg, args.data_dir, args.resume, args.epochs if args.resume else None, args.dataset)
+    train_run(out, cfg, args.data_dir, args.resume, args.epochs if args.resume else None, args.dataset)
     print(f"done: {out}/ (config.json, metrics.jsonl, model.safetensors, state.pt)")
     return 0
 
@@ -108,7 +86,7 @@ def cmd_demo(args) -> int:
     resume = (out / "config.json").exists()
     if resume:
         print(f"{out} already holds the demo run; continuing it", file=sys.stderr)
-    run_training(out, cfg, args.data_dir, resume, args.epochs if resume else None)
+    train_run(out, cfg, args.data_dir, resume, args.epochs if resume else None)
     run = open_vae(out, args.device)
     paths = figures.all_figures(run, load(run.cfg.dataset, args.data_dir), seed=args.seed)
     last = run.history[-1]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaelab import __version__
+from vaelab.version import __version__
 from vaelab.engine import checkpoint
 from vaelab.config import load_json, to_dict
 from vaelab.errors import RunError, VaelabError
