@@ -22,7 +22,7 @@ from vaelab.engine.checkpoint import atomic_write_text
 from vaelab.metrics.evaluate import Data, Loader, images_for
 from vaelab.studies import tables as studies
 from vaelab.studies import versus
-from vaelab.vae import figures
+from vaelab.vae import explore, figures
 from vaelab.vae.run import open_vae
 
 TITLES = {"dense": "Dense VAEs: latent size x hidden sizes (report 2.6)",
@@ -84,9 +84,13 @@ def titles(names) -> str:
 
 
 def model_figures(run_dir: Path, data: Data, with_latent: bool = True) -> list[Path]:
-    """The report's figures (samples, latent space, interpolation) for one run, drawn from its weights."""
+    """The report's figures (samples, latent space, interpolation) for one run, drawn from its weights.
+
+    Also writes the run's explorer.html: the run is open and its data loaded here, so it costs one t-SNE of
+    2,000 points (about 6 s); the other runs get one with `vaelab explore RUN` (the report links them all)."""
     run = open_vae(run_dir, "cpu")
     data = images_for(run.cfg.dataset, data)  # the run's own dataset
+    explore.write_explorer(run, data)
     paths = [figures.samples(run), figures.reconstructions(run, data)]
     if with_latent:
         paths.append(figures.latent(run, data)[0])
@@ -122,7 +126,12 @@ def study_section(study: str, sweep_dir: Path, fig_dir: Path, data) -> dict:
     names = sorted({r.dataset for r in rows})
     title = TITLES[study] + ("" if names in ([], [DEFAULT_DATASET]) else f", on {titles(names)}")
     return {"study": study, "title": title, "datasets": names, "header": header, "body": body,
-            "verdict": studies.verdict(study, rows), "images": images, "runs": sum(len(r.runs) for r in rows)}
+            "verdict": studies.verdict(study, rows), "images": images, "runs": sum(len(r.runs) for r in rows),
+            "explorers": [(p.parent.name, f"{study}/{p.parent.name}/{p.name}")  # (run, link from the report)
+                          for p in sorted(sweep_dir.glob(f"*/{explore.PAGE}"))]}
+
+
+EXPLORERS = "Interactive latent explorers (relative links: keep this folder beside the report):"
 
 
 def md_table(header: list[str], body: list[list[str]]) -> list[str]:
@@ -145,6 +154,8 @@ def markdown(sections: list[dict], extra: list[str], out: Path, intro: str) -> s
         lines += md_table(s["header"], s["body"]) + [""]
         for caption, p in s["images"]:
             lines += [f"![{caption}]({Path(p).relative_to(out) if Path(p).is_relative_to(out) else p})", f"*{caption}*", ""]
+        if s.get("explorers"):
+            lines += [EXPLORERS + " " + ", ".join(f"[{name}]({link})" for name, link in s["explorers"]), ""]
     return "\n".join(lines + extra) + "\n"
 
 
@@ -175,6 +186,9 @@ def to_html(sections: list[dict], intro: str, extra_html: str = "") -> str:
                      + html_table(s["header"], s["body"]))
         parts += [f"<figure><img src='{data_uri(p)}' alt='{e(c)}'><figcaption>{e(c)}</figcaption></figure>"
                   for c, p in s["images"]]
+        if s.get("explorers"):
+            parts.append(f"<p>{e(EXPLORERS)} " + ", ".join(f"<a href='{e(link)}'>{e(name)}</a>"
+                                                           for name, link in s["explorers"]) + "</p>")
     parts.append(extra_html + CHECK + "</body></html>")
     return "".join(parts)
 
