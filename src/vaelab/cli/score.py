@@ -77,8 +77,8 @@ protocol (so others can compare with you): score N = {PROTOCOL_N:,} images again
 coverage and the classifier score, and the classifier's sha256 (printed). FD-LeNet falls as N grows
 (bias), so numbers at different N do not compare; fewer than {MIN_IMAGES} images are refused.
 
-cost: about 10 s for 10,000 images on 2 CPU cores (the classifier, the k-NN balls and 200 bootstrap
-resamples); reading 10,000 PNGs adds a few seconds."""
+cost: about 35 s for 10,000 images on 2 busy CPU cores, start-up included (the classifier on the images and
+the test set, the k-NN balls, 200 bootstrap resamples); a new N computes its anchors once (cached)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
