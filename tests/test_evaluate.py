@@ -184,6 +184,7 @@ def test_metrics_json_records_numbers_with_their_settings(evaluated):
     assert saved["sample_quality"]["n"] == 64 and saved["sample_quality"]["classifier"]["sha256"] == "tiny-random"
     assert saved["likelihood"]["iwae"]["neg_log_likelihood"] <= saved["likelihood"]["iwae"]["neg_elbo_same_images"] + 1
     assert {"knn_accuracy", "linear_probe_accuracy", "silhouette"} <= set(saved["latent"])
+    assert {"prior_holes", "on_mu", "on_z", "kernel"} <= set(saved["latent_structure"])
     assert set(saved["sample_quality"]["anchors"]) == {"floor", "ceiling"}
     assert saved["dataset"] == "mnist" and "MNIST" in saved["data_note"]
     assert saved["sample_quality"]["reference"].startswith("first 64 MNIST test images")

@@ -7,17 +7,18 @@ Images are float tensors (N, 1, 28, 28) with intensities in [0, 1] on the CPU; i
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vaelab.config import to_dict
-from vaelab.diffusion.sample import generate
+from vaelab.diffusion.invert import ddim_invert
+from vaelab.diffusion.sample import eps_model, generate, sample_loop
 from vaelab.diffusion.train import DDPMRun
 from vaelab.errors import VaelabError
 from vaelab.metrics.evaluate import METRICS, vae_samples
+from vaelab.metrics.represent import slerp
 from vaelab.vae.models import count_parameters
 from vaelab.vae.run import VAERun
 
@@ -46,15 +47,6 @@ def read_metrics_file(path: Path) -> dict | None:
     """The run's metrics.json, or None before `evaluate` has run."""
     f = path / METRICS
     return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between rows a (D,) and b (D,) at fractions r (S, 1) -> (S, D)."""
-    cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
-    omega = torch.arccos(cos.clamp(-1, 1))
-    if float(omega) < 1e-6:  # parallel: slerp is lerp
-        return (1 - r) * a + r * b
-    return (torch.sin((1 - r) * omega) * a + torch.sin(r * omega) * b) / math.sin(float(omega))
 
 
 class VAEModel:
@@ -127,7 +119,7 @@ class VAEModel:
 
 
 class DDPMModel:
-    """A trained DDPM: sample with DDPM or DDIM; its config, history and metrics."""
+    """A trained DDPM: sample with DDPM or DDIM, invert images to noise (DDIM) and back; config, history, metrics."""
 
     kind = "ddpm"
 
@@ -160,3 +152,21 @@ class DDPMModel:
         """n images (n, 1, 28, 28) in [0, 1]; sampler 'ddpm' (all T steps) or 'ddim' (50 steps, eta 0 by default)."""
         images, _ = generate(self.run, n, sampler, steps, eta, seed)
         return images
+
+    def invert(self, x, steps: int = 50, batch: int = 500) -> torch.Tensor:
+        """DDIM inversion (Song et al. 5.4): images x in [0, 1] -> x_T (N, 1, 28, 28) that DDIM-`steps` maps back to x."""
+        x0 = as_images(x) * 2 - 1  # the DDPM's range [-1, 1]
+        eps = eps_model(self.network, self.device, self.run.cfg.train.amp)
+        return torch.cat([ddim_invert(self.schedule, eps, x0[i:i + batch].to(self.device), steps).cpu()
+                          for i in range(0, len(x0), batch)])
+
+    def decode_latent(self, x_T, steps: int = 50, batch: int = 500) -> torch.Tensor:
+        """Images (N, 1, 28, 28) in [0, 1] that deterministic DDIM (eta 0, `steps` steps) draws from noise x_T."""
+        x_T = torch.as_tensor(x_T, dtype=torch.float32)
+        x_T = x_T.view(-1, 1, 28, 28) if x_T.dim() != 4 else x_T
+        if tuple(x_T.shape[1:]) != (1, 28, 28):
+            raise VaelabError(f"x_T must be (N, 1, 28, 28) noise; got {tuple(x_T.shape)}")
+        eps = eps_model(self.network, self.device, self.run.cfg.train.amp)
+        out = [sample_loop(self.schedule, eps, x_T[i:i + batch].to(self.device), "ddim", steps, 0.0).cpu()
+               for i in range(0, len(x_T), batch)]
+        return (torch.cat(out) + 1) / 2

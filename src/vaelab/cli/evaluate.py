@@ -91,6 +91,12 @@ ROWS = [
     ("k-NN accuracy on mu", num("latent.knn_accuracy", "{:.4f}")),
     ("linear probe accuracy on mu", num("latent.linear_probe_accuracy", "{:.4f}")),
     ("silhouette of mu by class", num("latent.silhouette", "{:.3f}")),
+    ("prior holes: z ~ N(0, I) decoded to confidence < 0.5", num("latent_structure.prior_holes.share", "{:.3f}")),
+    ("  the same share for test images", num("latent_structure.prior_holes.test_share", "{:.3f}")),
+    ("KL(Gaussian fit || N(0, I)), of mu", num("latent_structure.on_mu.kl_gaussian_fit", "{:.3f}")),
+    ("  of z ~ q(z|x) (aggregate posterior)", num("latent_structure.on_z.kl_gaussian_fit", "{:.3f}")),
+    ("MMD^2 against N(0, I) (RBF), of mu", num("latent_structure.on_mu.mmd2", "{:.4f}")),
+    ("  of z ~ q(z|x) (aggregate posterior)", num("latent_structure.on_z.mmd2", "{:.4f}")),
     ("evaluation seconds", num("seconds.total", "{:.0f}")),
 ]
 
@@ -191,7 +197,11 @@ sample quality (N decoded z ~ N(0, I) against the test set, in the features of v
   which moves FD up and coverage/recall down). It says how much the number would move with another draw
   of N images; the test set is held fixed, and recall's interval is conditional on the full set's fake
   k-NN radii. metrics.json records the method and each shift.
-latent structure (posterior means): k-NN and linear-probe accuracy, silhouette score by class.
+latent structure (posterior means): k-NN and linear-probe accuracy, silhouette score by class; prior holes
+  (the share of N z ~ N(0, I) whose decoded image the classifier labels with confidence < 0.5, beside the
+  share for test images), and the aggregate posterior against the prior: KL between the Gaussian fitted to
+  the test set's mu (and to one z ~ q(z|x) per test image) and N(0, I), and an unbiased MMD^2 (2,000 points,
+  a sum of RBF kernels at 0.5, 1 and 2 x the median distance); about 4 s.
 Everything is measured on the dataset the run was trained on (its config names it).
 
 cost, conv 32-64-128 model on one CPU core: the default takes about a minute (under 2 minutes on a busy

@@ -14,12 +14,12 @@ import traceback
 import torch
 
 from vaelab.version import __version__
-from vaelab.cli import data, ddpm, evaluate, explore, report, score, sweep, vae, versus
+from vaelab.cli import data, ddpm, evaluate, explore, report, represent, score, sweep, vae, versus
 from vaelab.engine.interrupt import Interrupted
 from vaelab.errors import VaelabError
 
 # Each module defines register(subparsers); adding a family of commands is one entry here.
-COMMAND_MODULES = [data, vae, ddpm, sweep, report, evaluate, score, versus, explore]
+COMMAND_MODULES = [data, vae, ddpm, sweep, report, evaluate, score, versus, explore, represent]
 
 EPILOG = """examples:
   vaelab demo                                  train the report's conv VAE briefly, write every figure

@@ -1,7 +1,8 @@
 """Measured, not eyeballed: a trained run -> metrics.json, on the dataset the run was trained on.
 
-A VAE is scored on likelihood (likelihood.py), sample quality of decoded z ~ N(0, I) (quality.py) and
-latent structure (latent.py); a DDPM on the sample quality of its DDIM-50 samples. EVALUATORS maps a
+A VAE is scored on likelihood (likelihood.py), sample quality of decoded z ~ N(0, I) (quality.py),
+class structure of its latents (latent.py) and the latent's regularity: prior holes, KL and MMD to N(0, I)
+(structure.py); a DDPM on the sample quality of its DDIM-50 samples. EVALUATORS maps a
 run's kind to how it is opened and scored. Every number is stored with the settings that produced it
 (images, k, N, data variant, dataset, classifier).
 """
@@ -17,7 +18,7 @@ from typing import Callable, Union
 
 import torch
 
-from vaelab.data.images import Images, load
+from vaelab.data.images import Images, load, to_unit
 from vaelab.diffusion.sample import generate
 from vaelab.diffusion.train import DDPMRun, open_ddpm
 from vaelab.engine.checkpoint import atomic_write_text
@@ -27,6 +28,8 @@ from vaelab.metrics import quality
 from vaelab.metrics.classifier import ReferenceClassifier
 from vaelab.metrics.latent import latent_probes
 from vaelab.metrics.likelihood import data_variant, fast_copy, iwae_log_px, likelihood
+from vaelab.metrics.reference import resolve
+from vaelab.metrics.structure import latent_structure
 from vaelab.vae.models import VAE, count_parameters
 from vaelab.vae.run import VAERun, open_vae
 from vaelab.vae.train import test_images
@@ -34,6 +37,7 @@ from vaelab.vae.train import test_images
 METRICS = "metrics.json"
 FORMAT = "vaelab-metrics-1"
 DDPM_SAMPLER, DDPM_STEPS = "ddim", 50  # a DDPM's evaluation samples: the fast sampler
+STRUCTURE_SEED = 3  # latent structure draws from seed + 3 (samples use seed + 2, IWAE seed + 1)
 
 Loader = Callable[[str], Images]  # dataset name -> its images
 Data = Union[Images, Loader, None]  # what callers hand over: the images, a loader, or nothing (the default loader)
@@ -84,6 +88,12 @@ def vae_samples(model: VAE, n: int, seed: int = 0, batch: int = 2000) -> torch.T
     return torch.cat([model.decode(z[i:i + batch].to(device)).cpu() for i in range(0, n, batch)])
 
 
+@torch.no_grad()
+def encode_logvar(model: VAE, x: torch.Tensor, batch: int = 2000) -> torch.Tensor:
+    """Posterior log-variances (N, D) of images x (N, 1, 28, 28)."""
+    return torch.cat([model.encode(x[i:i + batch])[1] for i in range(0, len(x), batch)])
+
+
 def describe(run: VAERun) -> str:
     """A short label: 'conv 32-64-128, latent 10, beta 1, 2 epochs'."""
     m, t = run.cfg.model, run.cfg.train
@@ -122,6 +132,7 @@ def evaluate_vae(run: VAERun, data: Images, s: Settings = DEFAULT, clf: Referenc
     t0 = time.perf_counter()
     log(f"sample quality of {s.n_samples} decoded z ~ N(0, I)")
     images = vae_samples(fast, s.n_samples, s.seed + 2)
+    clf = clf or resolve(data, run.device)  # what sample_quality would resolve; structure below uses it too
     sq = quality.sample_quality(images, data, run.device, s.n_ref, clf=clf, seed=s.seed)  # seed: the bootstrap's
     sq["samples"] = "pixel means sigmoid(decoder(z)), z ~ N(0, I)"
     seconds["sample_quality"] = time.perf_counter() - t0
@@ -130,11 +141,18 @@ def evaluate_vae(run: VAERun, data: Images, s: Settings = DEFAULT, clf: Referenc
     log(f"latent probes on {min(s.probe_train, len(data.train_x))} training images")
     probes = latent_probes(fast, data, mu_test, s.probe_train, s.knn_k, binarize)
     seconds["latent"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()  # last, and from its own generator: the numbers above are as before
+    log(f"latent structure: prior holes of {s.n_samples} decoded z ~ N(0, I), KL and MMD against N(0, I)")
+    structure = latent_structure(lambda z: fast.decode(z.to(run.device)), fast.latent_dim, mu_test, encode_logvar(fast, x_test),
+                                 to_unit(data.test_x[:len(x_test)]), clf, s.n_samples, s.seed + STRUCTURE_SEED)
+    seconds["latent_structure"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_all
 
     return {"format": FORMAT, "kind": "vae", "run": str(run.path), "model": describe(run),
             "dataset": data.dataset.name, "data_variant": variant, "data_note": variant_note, "settings": asdict(s),
             "likelihood": lik, "sample_quality": sq, "latent": probes,
+            "latent_structure": structure,
             "seconds": {k: round(v, 1) for k, v in seconds.items()}, "threads": torch.get_num_threads(),
             "created": stamp()}
 

@@ -87,6 +87,20 @@ def run_values(run_dir: Path) -> dict[str, float | list[float]]:
         out.update({k: sq[k] for k in SAMPLE_METRICS if k in sq})
         out.update({f"{k}_ci": list(sq[f"{k}_ci"]) for k in SAMPLE_METRICS if sq.get(f"{k}_ci")})
         out.update({k: lat[k] for k in ("knn_accuracy", "linear_probe_accuracy", "silhouette") if k in lat})
+        out.update(structure_values(m.get("latent_structure") or {}))
+    return out
+
+
+def structure_values(st: dict) -> dict[str, float]:
+    """The latent-structure numbers of a metrics.json (prior holes; KL and MMD^2 of mu and z against N(0, I))."""
+    out = {}
+    if "prior_holes" in st:
+        out["prior_holes"] = st["prior_holes"]["share"]
+        out["test_holes"] = st["prior_holes"]["test_share"]
+    for on in ("mu", "z"):
+        if f"on_{on}" in st:
+            out[f"kl_fit_{on}"] = st[f"on_{on}"]["kl_gaussian_fit"]
+            out[f"mmd_{on}"] = st[f"on_{on}"]["mmd2"]
     return out
 
 
@@ -131,7 +145,9 @@ COLUMNS = [  # (metric, header, format); lower is better unless marked in HIGHER
     ("params", "parameters", "{:,.0f}"), ("neg_elbo", "test -ELBO", "{:.2f}"), ("recon", "recon", "{:.2f}"),
     ("kl", "KL", "{:.2f}"), ("active_units", "active units", "{:.0f}"), ("fd_lenet", "FD-LeNet", "{:.2f}"),
     ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("density", "density", "{:.3f}"),
-    ("coverage", "coverage", "{:.3f}"), ("knn_accuracy", "k-NN acc.", "{:.3f}"), ("train_seconds", "train s", "{:.0f}"),
+    ("coverage", "coverage", "{:.3f}"), ("knn_accuracy", "k-NN acc.", "{:.3f}"),
+    ("prior_holes", "prior holes", "{:.3f}"), ("kl_fit_z", "KL(q(z) fit, N(0,I))", "{:.2f}"),
+    ("mmd_z", "MMD² q(z), N(0,I)", "{:.4f}"), ("train_seconds", "train s", "{:.0f}"),
 ]
 HIGHER = {"precision", "recall", "density", "coverage", "classifier_score", "knn_accuracy", "active_units"}
 FORMAT = {name: fmt for name, _, fmt in COLUMNS} | {"classifier_score": "{:.2f}"}
@@ -230,6 +246,40 @@ def economical(rows: list[Row], name: str = "neg_elbo", tolerance: float = 0.02)
     return min(near, key=lambda r: parameters(r.family, r.arch, r.latent))
 
 
+def compared(rows: list[Row], ref: Row, name: str, higher_means: str, lower_means: str) -> tuple[str, bool | None]:
+    """'0.21 and 0.15 against 0.08' for rows against ref on a metric, and whether all rows lie above ref (None: mixed)."""
+    above = [r.mean(name) > ref.mean(name) for r in rows]
+    text = (" and ".join(FORMAT[name].format(r.mean(name)) for r in rows) + f" against {FORMAT[name].format(ref.mean(name))}"
+            f" (seed spread up to {max((r.spread(name) or 0.0) for r in [*rows, ref]):.3g})")
+    word = higher_means if all(above) else lower_means if not any(above) else "mixed"
+    return f"{word}: {text}", (True if all(above) else False if not any(above) else None)
+
+
+HOLDS = {True: "holds for every such beta", False: "does not hold", None: "holds only in part (mixed)"}
+
+
+def structure_verdict(by_beta: list[Row]) -> list[str]:
+    """Sentences testing the report's beta claims with prior holes and the aggregate posterior's KL/MMD to N(0, I)."""
+    ref = next((r for r in by_beta if r.beta == 1.0), None)
+    measured = [r for r in by_beta if r.mean("prior_holes") is not None and r.mean("kl_fit_z") is not None]
+    low, high = [r for r in measured if r.beta < 1], [r for r in measured if r.beta > 1]
+    if ref is None or ref not in measured or not low or not high:
+        return ["Latent structure: not measured for beta 1 and both sides of it (re-run `vaelab evaluate` on the "
+                "runs to get prior holes, KL and MMD against N(0, I))."]
+    holes_low, more_holes = compared(low, ref, "prior_holes", "more holes", "fewer holes")
+    holes_high, _ = compared(high, ref, "prior_holes", "more holes", "fewer holes")
+    kl_high, kl_above = compared(high, ref, "kl_fit_z", "further from N(0, I)", "closer to N(0, I)")
+    mmd_high, mmd_above = compared(high, ref, "mmd_z", "further from N(0, I)", "closer to N(0, I)")
+    names = lambda rs: ", ".join(f"{r.beta:g}" for r in rs)  # noqa: E731
+    regular = True if kl_above is False and mmd_above is False else None if False in (kl_above, mmd_above) else False
+    return [f"Latent structure (share of z ~ N(0, I) decoded to an image the reference classifier labels with "
+            f"confidence < 0.5; KL of a Gaussian fit and MMD² of z ~ q(z|x) against N(0, I)): beta {names(low)} "
+            f"against beta 1, prior holes {holes_low}; beta {names(high)} against beta 1, prior holes {holes_high}, "
+            f"KL {kl_high}, MMD² {mmd_high}.",
+            f"The report's beta claims: beta < 1 leaving more holes {HOLDS[more_holes]}; beta > 1 giving a more regular latent (its aggregate "
+            f"posterior closer to the prior) {HOLDS[regular]} by these numbers."]
+
+
 def verdict(study: str, rows: list[Row]) -> str:
     """A short paragraph: what the numbers favour and whether the report's choice agrees."""
     arch, latent, beta = REPORT_CHOICE[study]
@@ -252,6 +302,7 @@ def verdict(study: str, rows: list[Row]) -> str:
         lines.append(f"The report's beta = 1 is {describe_gap(choice, top_elbo, 'neg_elbo', 'nats')} by -ELBO"
                      + (f" and {fd_gap} by FD-LeNet." if fd_gap and choice.mean('fd_lenet') is not None else "."))
         agrees = choice is top_elbo or choice is fd_winner
+        lines += structure_verdict(by_beta)
     else:
         eco = economical(rows)
         lines.append(f"Smallest model within 2% of the best -ELBO: {label(eco)} "

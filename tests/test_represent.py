@@ -1,0 +1,151 @@
+"""Probes, UNet features, interpolation paths and `vaelab represent` (known answers, tiny models)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaelab.cli.main import main
+from vaelab.data.datasets import MNIST
+from vaelab.data.images import Images
+from vaelab.diffusion.config import DDPMConfig, DDPMTrainConfig, UNetConfig
+from vaelab.diffusion.schedule import NoiseSchedule
+from vaelab.diffusion.train import train_ddpm
+from vaelab.diffusion.unet import UNet
+from vaelab.engine.runs import prepare_new, write_config
+from vaelab.metrics import represent
+from vaelab.studies import represent as study
+from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.vae.train import train_vae
+
+torch.set_num_threads(1)
+REAL_RUNS = Path(__file__).resolve().parents[1] / "runs"
+
+
+def clusters(n: int, seed: int, separable: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """n labelled points in 10 classes: class c at 10 e_c plus small noise (separable), or pure noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 10
+    x = torch.randn(n, 10, generator=g)
+    return (x * 0.3 + 10 * torch.nn.functional.one_hot(y, 10) if separable else x), y
+
+
+def test_probe_reaches_100_percent_on_separable_features_and_chance_on_noise():
+    (a, ya), (b, yb) = clusters(400, 0, True), clusters(200, 1, True)
+    out = represent.probe(a, ya, b, yb, n_train=300)
+    assert out["linear_probe"] == 1.0 and out["knn"] == 1.0 and out["linear_probe_spread"] == 0.0
+    (a, ya), (b, yb) = clusters(1000, 2, False), clusters(2000, 3, False)
+    out = represent.probe(a, ya, b, yb, n_train=800)
+    assert 0.05 < out["linear_probe"] < 0.15 and 0.05 < out["knn"] < 0.15, out
+    assert out["seeds"] == [0, 1, 2] and out["train"] == 800 and out["test"] == 2000
+    with pytest.raises(ValueError):
+        represent.probe(a, ya, b, yb, n_train=1001)
+
+
+def test_path_length_of_a_straight_line_is_one():
+    start, end = torch.randn(8), torch.randn(8)
+    r = torch.linspace(0, 1, 9)[:, None]
+    line = (1 - r) * start + r * end  # (9, 8)
+    probs = torch.zeros(9, 10)
+    probs[:, 3] = 0.9
+    probs[4, 3], probs[4, 5] = 0.2, 0.6  # the middle frame looks like a 5: neither endpoint's class
+    probs[8, 3], probs[8, 7] = 0.1, 0.8  # the last frame is a 7: the other endpoint's class
+    m = represent.path_metrics(line, probs, (3, 7))
+    assert m["path_length"] == pytest.approx(1.0, abs=1e-6)
+    assert m["largest_jump"] == pytest.approx(1 / 8, abs=1e-6)
+    assert m["off_class_share"] == pytest.approx(1 / 9) and m["min_confidence"] == pytest.approx(0.6)
+    detour = line.clone()
+    detour[4] += 5 * torch.randn(8, generator=torch.Generator().manual_seed(0))
+    assert represent.path_metrics(detour, probs, (3, 7))["path_length"] > 1.5
+
+
+def test_slerp_ends_at_both_endpoints_and_keeps_the_norm_of_equal_norm_ends():
+    a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
+    p = represent.slerp(a, b, torch.linspace(0, 1, 5)[:, None])
+    torch.testing.assert_close(p[0], a)
+    torch.testing.assert_close(p[-1], b)
+    torch.testing.assert_close(p.norm(dim=1), torch.full((5,), 3.0))
+
+
+def test_unet_features_pool_every_block_and_leave_no_hook():
+    torch.manual_seed(0)
+    net = UNet("4-8-16", 8).eval()
+    x0 = torch.rand(5, 1, 28, 28) * 2 - 1
+    f = represent.unet_features(net, NoiseSchedule("linear", 100), x0, t=10, seed=0, batch=2)
+    assert list(f) == ["enc1", "enc2", "bottleneck", "dec1", "dec2"]
+    assert [tuple(v.shape) for v in f.values()] == [(5, 4), (5, 8), (5, 16), (5, 8), (5, 4)]
+    again = represent.unet_features(net, NoiseSchedule("linear", 100), x0, t=10, seed=0)
+    torch.testing.assert_close(again["bottleneck"], f["bottleneck"])  # the same noise whatever the batch
+    assert not any(getattr(net, b)._forward_hooks for b in f)
+
+
+def synthetic_mnist(n_train: int, n_test: int, seed: int = 0) -> Images:
+    """Class-dependent images: digit c lights up row band c, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        y = torch.arange(n) % 10
+        x = torch.rand(n, 1, 28, 28, generator=g) * 0.3
+        for c in range(10):
+            x[y == c, :, 2 * c + 4:2 * c + 7, 4:24] += 0.7
+        return (x.clamp(0, 1) * 255).to(torch.uint8), y
+
+    (trx, tr_y), (tex, te_y) = make(n_train), make(n_test)
+    return Images(trx, tr_y, tex, te_y, source=Path("synthetic"), dataset=MNIST)
+
+
+def tiny_vae_run(folder: Path, data: Images) -> Path:
+    """A dense VAE run (latent 3) trained one epoch on `data`."""
+    cfg = RunConfig(dataset="mnist", model=ModelConfig("dense", "16-32", 3),
+                    train=TrainConfig(epochs=1, batch_size=64, device="cpu")).validate()
+    prepare_new(folder)
+    write_config(folder, cfg)
+    train_vae(folder, cfg, data, log=lambda m: None)
+    return folder
+
+
+def tiny_ddpm_run(folder: Path, data) -> Path:
+    """A DDPM run of a tiny UNet trained one epoch on `data`."""
+    cfg = DDPMConfig(profile="test", model=UNetConfig(widths="4-8", time_dim=8),
+                     train=DDPMTrainConfig(epochs=1, batch_size=64, device="cpu", warmup_steps=1))
+    prepare_new(folder)
+    write_config(folder, cfg)
+    train_ddpm(folder, cfg, data, log=lambda m: None)
+    return folder
+
+
+def test_measure_and_write_on_tiny_runs(tmp_path):
+    data = synthetic_mnist(n_train=200, n_test=120)
+    vae, ddpm = tiny_vae_run(tmp_path / "vae", data), tiny_ddpm_run(tmp_path / "ddpm", data)
+    b = study.Budget(pool=100, train=80, test=60, ts=(1, 20), pairs=2, frames=4, steps=5, invert_steps=(2, 5),
+                     invert_images=3)
+    result = study.measure(vae, ddpm, data, b, "cpu", log=lambda m: None)
+    assert [r["model"] for r in result["probes"]] == ["VAE", "VAE"] + ["DDPM"] * 6
+    assert {r["block"] for r in result["probes"][2:]} == {"enc1", "bottleneck", "dec1"}
+    assert [r["steps"] for r in result["inversion"]] == [2, 5]
+    assert set(result["interpolation"]) == {"VAE lerp", "VAE slerp", "DDPM slerp of DDIM x_T"}
+    assert result["frames"]["VAE lerp"].shape == (2, 4, 1, 28, 28)
+    paths = study.write(result, tmp_path / "out")
+    saved = json.loads(paths[0].read_text())
+    assert saved["format"] == study.FORMAT and "frames" not in saved
+    assert "| VAE | mu |" in paths[1].read_text() and all(p.is_file() for p in paths)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REAL_RUNS / "conv10").is_dir() or not os.environ.get("VAELAB_DATA"),
+                    reason="needs runs/conv10, runs/ddpm-quick-s0 and the real MNIST files")
+def test_cli_quick_on_the_real_runs(tmp_path, capsys):
+    assert main(["represent", str(REAL_RUNS / "conv10"), str(REAL_RUNS / "ddpm-quick-s0"), "--out", str(tmp_path),
+                 "--quick"]) == 0
+    assert "| VAE | mu |" in capsys.readouterr().out and (tmp_path / "interpolation.png").is_file()
+
+
+def test_help_states_the_cost(capsys):
+    with pytest.raises(SystemExit):
+        main(["represent", "--help"])
+    text = capsys.readouterr().out
+    assert "--quick" in text and "about 15 s" in text and "cost" in text
