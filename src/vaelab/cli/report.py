@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from vaelab.cli.common import add_data_dir, add_dataset, add_together, positive_int
+from vaelab.cli.sweep import SHARED, add_executor, open_executor
 from vaelab.data.images import load
 from vaelab.errors import VaelabError
 from vaelab.studies.executors import Executor, Job, LocalExecutor, run_job
@@ -33,8 +34,21 @@ NOTES = {"quick": "Profile quick: 2 epochs (dense, conv) and 3 epochs (beta, 3 s
 
 def cmd_reproduce(args) -> int:
     """Run the dense, conv and beta studies under --out, then write REPORT.md and report.html."""
-    out, t0, failed = Path(args.out), time.perf_counter(), []
+    out, t0 = Path(args.out), time.perf_counter()
     studies = args.studies or [*PROFILES[args.profile], "ddpm"]
+    with open_executor(args, out) as executor:
+        failed = run_studies(args, out, studies, executor)
+    md, page = build(out, loader(args.data_dir), NOTES[args.profile])
+    minutes = (time.perf_counter() - t0) / 60
+    print(f"report: {page}\n        {md}\n({minutes:.1f} minutes)")
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_studies(args, out: Path, studies: list[str], executor: Executor | None) -> list[str]:
+    """Each study's sweep under out/STUDY, then the DDPM and its comparison; the failed runs' names."""
+    failed = []
     for study in [s for s in studies if s != "ddpm"]:
         overrides, evaluate, seeds = PROFILES[args.profile][study]
         seeds = args.seeds or seeds
@@ -44,16 +58,12 @@ def cmd_reproduce(args) -> int:
         if seeds > 1:
             spec = dataclasses.replace(spec, grid={**spec.grid, "train.seed": list(range(seeds))})
         print(f"== study {study} ({args.profile})", file=sys.stderr)
-        summary = run_sweep(spec, out / study, args.jobs, args.data_dir, evaluate, overrides, together=args.together)
+        summary = run_sweep(spec, out / study, args.jobs, args.data_dir, evaluate, overrides, together=args.together,
+                            executor=executor)
         failed += [f"{study}/{s['run']}" for s in summary if s["status"].startswith("failed")]
     if "ddpm" in studies:
-        failed += ddpm_versus(out, args.profile, args.data_dir, dataset=args.dataset)
-    md, page = build(out, loader(args.data_dir), NOTES[args.profile])
-    minutes = (time.perf_counter() - t0) / 60
-    print(f"report: {page}\n        {md}\n({minutes:.1f} minutes)")
-    if failed:
-        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed else 0
+        failed += ddpm_versus(out, args.profile, args.data_dir, executor=executor, dataset=args.dataset)
+    return failed
 
 
 VERSUS_N = {"quick": 500, "full": 5000}  # images per generator in the VAE-vs-DDPM comparison
@@ -116,7 +126,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "report's 10 epochs and is meant for a GPU (hours on a CPU). Run the same "
                                    "command again to finish an interrupted reproduction.")
     p.add_argument("--profile", choices=list(PROFILES), default="quick", help="quick (default) or full")
-    p.add_argument("--out", required=True, help="folder for the studies and the report")
+    p.add_argument("--out", required=True,
+                   help=f"folder for the studies and the report (with --executor ray: {SHARED})")
     p.add_argument("--seeds", type=positive_int, default=None,
                    help="replicate seeds per configuration (default: the profile's, 3 for the beta study, else 1)")
     p.add_argument("--jobs", type=positive_int, default=2, help="runs trained at once (default 2, 1 thread each "
@@ -125,6 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only these studies (ddpm: train the DDPM and compare it with the best VAE found)")
     add_together(p)
     add_dataset(p)
+    add_executor(p)
     p.set_defaults(func=cmd_reproduce)
     r = sub.add_parser("report", help="write the report of a reproduction folder again from saved results")
     r.add_argument("dir", help="a folder made by `vaelab reproduce`")

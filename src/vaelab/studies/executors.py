@@ -22,9 +22,9 @@ Job kinds (every path in `runs` is a run folder; see `Job`):
     "ddpm_train"      one DDPM run folder, created if missing; options: profile, resume
 
 `LocalExecutor` runs each job as a fresh `python -m vaelab.cli ...` process on this machine; it is the only
-place where a Job becomes a command line. A `RayExecutor` would implement the same four members with each
-job a Ray task (the same command on a worker that sees the run folders; handle an ObjectRef; poll with
-`ray.wait([ref], timeout=0)`; cancel with `ray.cancel`), and the sweep would not change.
+place where a Job becomes a command line. `RayExecutor` (studies/ray_executor.py) implements the same four
+members with each job a Ray task that runs that same command, through `run_job`, on a node that sees the run
+folders; its JobResults say how many attempts a job took (Ray retries a task whose worker died).
 """
 
 from __future__ import annotations
@@ -66,10 +66,12 @@ class Job:
 
 @dataclass(frozen=True)
 class JobResult:
-    """How a job ended: code 0 is success; reason says it for people (default 'exit N')."""
+    """How a job ended: code 0 is success; reason says it for people (default 'exit N'); attempts: how many
+    times the executor started it (more than 1: it was retried after its worker died)."""
 
     code: int
     reason: str = ""
+    attempts: int = 1
 
     def __post_init__(self):
         if not self.reason:

@@ -98,10 +98,11 @@ def units(runs: list[tuple[str, RunConfig]], todo: list[str], together: bool) ->
     return list(groups.values())
 
 
-def stack_by_default(runs: list[tuple[str, RunConfig]]) -> bool:
-    """--together auto: stack on CUDA, where it pays (several times); on CPU processes do as well."""
-    return torch.cuda.is_available() and all(c.train.device in ("auto", "cuda") or c.train.device.startswith("cuda")
-                                             for _, c in runs)
+def stack_by_default(runs: list[tuple[str, RunConfig]], cuda: bool | None = None) -> bool:
+    """--together auto: stack on CUDA, where it pays (several times); on CPU processes do as well.
+    cuda: whether the runs get a GPU (default: whether this machine has one)."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    return cuda and all(c.train.device in ("auto", "cuda") or c.train.device.startswith("cuda") for _, c in runs)
 
 
 def prepare(out: Path, runs: list[tuple[str, RunConfig]]) -> None:
@@ -128,6 +129,7 @@ class Unit:
     handle: Any = None
     failed: list[str] = field(default_factory=list)
     retried: bool = False  # its group training failed: its runs were queued again, one by one
+    retries: dict[str, int] = field(default_factory=dict)  # run -> times a job of it was restarted (worker died)
 
 
 class Runner:
@@ -145,14 +147,22 @@ class Runner:
     def finish(self, unit: Unit, names: list[str], outcome: str) -> None:
         """Record the outcome of `names`, which leave the unit."""
         for name in names:
-            self.status[name] = {"run": name, "status": outcome, "seconds": round(time.perf_counter() - unit.t0, 1)}
-            if outcome != "ok":
-                self.log(f"  {name}: {outcome}; see {unit.current[0].log}")
+            seconds = round(time.perf_counter() - unit.t0, 1)
+            self.status[name] = {"run": name, "status": outcome, "seconds": seconds}
+            retries = unit.retries.get(name, 0)
+            if retries:  # the executor restarted a job of this run after its worker died
+                self.status[name]["retries"] = retries
+            again = f", retried {retries}x after its worker died" if retries else ""
+            with tqdm.external_write_mode(file=sys.stderr):  # the line above the bar, not through it
+                self.log(f"  {name}: {outcome} ({seconds:.1f} s{again})" +
+                         (f"; see {unit.current[0].log}" if outcome != "ok" else ""))
         self.bar.update(len(names))
 
     def ended(self, unit: Unit, result: JobResult) -> None:
         """The unit's current job ended with `result`: go on with the unit, or close it."""
         job, owner = unit.current
+        for name in unit.names if owner is None else [owner]:
+            unit.retries[name] = unit.retries.get(name, 0) + result.attempts - 1
         if not result.ok and owner is None:  # the group failed: each run alone, so only a bad one fails
             self.log(f"  training {len(unit.names)} runs together failed ({result.reason}, see {job.log}); "
                      "training them one by one")
@@ -205,7 +215,8 @@ def run_sweep(spec: Spec, out: Path, jobs: int = 1, data_dir: str | None = None,
     with SweepLock(out):
         prepare(out, runs)
         todo = [name for name, _ in runs if not is_done(out / name, evaluate is not None)]
-        stack = together == "always" or (together == "auto" and stack_by_default(runs))
+        gpus = getattr(executor, "cuda", None)  # whether the executor's runs get a GPU (None: this machine's)
+        stack = together == "always" or (together == "auto" and stack_by_default(runs, gpus))
         status = {name: {"run": name, "status": "done (earlier)", "seconds": 0.0} for name, _ in runs}
         log(f"sweep {spec.name!r}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run "
             f"({executor}{', runs differing only in beta trained together' if stack else ''}) in {out}")
