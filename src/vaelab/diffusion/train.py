@@ -6,11 +6,17 @@ images scaled to [-1, 1], t uniform in 0 .. T-1. Each epoch's checkpoint holds t
 exponential moving average (prefix "ema."), the optimizer, the RNG states and the history. On CUDA the
 step is a replayed CUDA graph like the VAE's (engine/steps.py): the learning rate is then a device
 tensor set before each replay, and the EMA update runs after it.
+
+Under torchrun (engine/distributed.py) the network is wrapped in DDP and each rank trains on its slice
+of every global batch, with its own noise stream; the step is then eager (a CUDA graph would have to
+capture DDP's gradient all-reduce, which is not verified here). Every rank applies the same averaged
+gradient, so weights and EMA stay identical on all of them.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +28,8 @@ from vaelab.data.images import Images, to_unit
 from vaelab.diffusion.config import DDPMConfig
 from vaelab.diffusion.schedule import NoiseSchedule
 from vaelab.diffusion.unet import UNet
-from vaelab.engine import checkpoint
+from vaelab.engine import checkpoint, distributed
+from vaelab.engine.distributed import SINGLE, World
 from vaelab.engine.loop import Family, Progress, fit, restore
 from vaelab.engine.runs import pick_device, trained_config
 from vaelab.engine.steps import Compute, graphs_wanted, make_optimizer, set_lr, step_function
@@ -102,14 +109,19 @@ def eval_mse(model, schedule: NoiseSchedule, batch: tuple, amp: bool, size: int 
     return total.item() / eps.numel()
 
 
-def ddpm_compute(model: UNet, schedule: NoiseSchedule, x_train: torch.Tensor, amp: bool) -> Compute:
-    """L_simple on the batch x_train[idx]: a random t and eps per image; (loss, record [loss])."""
+def ddpm_compute(model: UNet, schedule: NoiseSchedule, x_train: torch.Tensor, amp: bool,
+                 world: World = SINGLE) -> Compute:
+    """L_simple on the batch x_train[idx] (this rank's slice of it under DDP): a random t and eps per
+    image; (loss, record [the whole batch's loss])."""
     def compute(idx: torch.Tensor):
-        x0 = to_signed(x_train[idx])  # (B, 1, 28, 28) in [-1, 1]
+        x0 = to_signed(x_train[distributed.shard(idx, world)])  # (B, 1, 28, 28) in [-1, 1]; B: this rank's share
         t = torch.randint(0, schedule.T, (len(x0),), device=x0.device)  # (B,)
         eps = torch.randn_like(x0)
         with torch.autocast(x0.device.type, torch.bfloat16, enabled=amp):
             pred = model(schedule.add_noise(x0, t, eps), t)
+        if world.size > 1:  # the mean over the whole batch, not this rank's slice (see distributed.mean_share)
+            return distributed.mean_share(F.mse_loss(pred.float(), eps, reduction="sum"),
+                                          len(idx) * math.prod(x_train.shape[1:]), world)
         loss = F.mse_loss(pred.float(), eps)
         return loss, loss.detach().reshape(1)
     return compute
@@ -125,10 +137,12 @@ def load_checkpoint(model: UNet, ema: EMA, tensors: dict, state: dict) -> None:
 
 
 def train_ddpm(run_dir: Path, cfg: DDPMConfig, data: Images, resume: bool = False, check_every: int = 50,
-               on_epoch=None, log=lambda m: print(m, file=sys.stderr)) -> list[dict]:
-    """Train (or resume) the DDPM of `cfg` into `run_dir`; on_epoch(epoch, ema_model) runs after each save."""
+               on_epoch=None, log=lambda m: print(m, file=sys.stderr), world: World = SINGLE,
+               device: torch.device | None = None) -> list[dict]:
+    """Train (or resume) the DDPM of `cfg` into `run_dir`; on_epoch(epoch, ema_model) runs after each save.
+    Under DDP, `world` and `device` are distributed.init's (this rank's place and its device)."""
     tc = cfg.train
-    device = pick_device(tc.device)
+    device = device if device is not None else pick_device(tc.device)
     amp = tc.amp and device.type == "cuda"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
@@ -136,11 +150,14 @@ def train_ddpm(run_dir: Path, cfg: DDPMConfig, data: Images, resume: bool = Fals
     model = build_unet(cfg).to(device)
     ema_model = copy.deepcopy(model).eval()  # holds the EMA weights for evaluation; a copy draws no RNG
     ema = EMA(model, tc.ema_decay)
-    graphs = graphs_wanted(device)
+    graphs = graphs_wanted(device) and world.size == 1
     opt = make_optimizer(model.parameters(), tc.lr, capturable=graphs, lr_tensor=True)
     schedule = build_schedule(cfg).to(device)
     progress = (restore([run_dir], lambda k: checkpoint_weights(model, ema),
-                        lambda k, w, s: load_checkpoint(model, ema, w, s), opt, device) if resume else Progress.fresh(1))
+                        lambda k, w, s: load_checkpoint(model, ema, w, s), opt, device, world=world)
+                if resume else Progress.fresh(1))
+    if not resume:
+        distributed.split_rng(world)  # each rank its own noise stream (alone: nothing changes)
     x_train = data.train_x.to(device)  # (N, 1, 28, 28) uint8
     evaluation = eval_batch(data.test_x, schedule.T, device)
 
@@ -148,10 +165,13 @@ def train_ddpm(run_dir: Path, cfg: DDPMConfig, data: Images, resume: bool = Fals
         set_lr(opt, tc.lr * min(1.0, (ema.updates + 1) / max(1, tc.warmup_steps)))
 
     clip = (lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)) if tc.grad_clip > 0 else None
-    step = step_function(ddpm_compute(model, schedule, x_train, amp), opt, device, tc.batch_size, graphs,
+    net = distributed.wrap(model, world, device)  # DDP averages the gradients in backward; alone, the model
+    step = step_function(ddpm_compute(net, schedule, x_train, amp, world), opt, device, tc.batch_size, graphs,
                          clip=clip, before=warmup_lr, after=lambda: ema.update(model))
 
     def records(epoch: int, train: torch.Tensor) -> list[dict]:
+        if not world.is_main:  # only rank 0's history is written: the other ranks need not evaluate
+            return [{"train_mse": train[0].item(), "steps": ema.updates}]
         ema_model.load_state_dict(ema.shadow)
         return [{"train_mse": train[0].item(), "test_mse_ema": eval_mse(ema_model, schedule, evaluation, amp),
                  "test_mse": eval_mse(model.eval(), schedule, evaluation, amp), "steps": ema.updates}]
@@ -161,11 +181,11 @@ def train_ddpm(run_dir: Path, cfg: DDPMConfig, data: Images, resume: bool = Fals
         return (f"epoch {epoch + 1}/{tc.epochs}  train mse {r['train_mse']:.4f}  test mse {r['test_mse']:.4f} "
                 f"(EMA {r['test_mse_ema']:.4f})  {seconds:.1f} s")
 
-    family = Family(step=step, records=records, summary=summary, train_mode=model.train,
+    family = Family(step=step, records=records, summary=summary, train_mode=net.train,
                     state=lambda k: (checkpoint_weights(model, ema), opt.state_dict(), {"ema_updates": ema.updates}),
                     after_epoch=(lambda e: on_epoch(e, ema_model)) if on_epoch is not None else None,
                     check_every=check_every, log=log)
-    return fit(family, [run_dir], progress, tc.epochs, len(x_train), tc.batch_size, tc.seed, device)[0]
+    return fit(family, [run_dir], progress, tc.epochs, len(x_train), tc.batch_size, tc.seed, device, world)[0]
 
 
 @dataclass

@@ -8,6 +8,11 @@ the first non-finite step still named exactly); one metrics record per epoch; on
 checkpoint per epoch and run folder, written where Ctrl-C or SIGTERM cannot cut it in half.
 Restoring is the loop's too (`restore`): weights, optimizer, RNG states and history, for one run
 folder or for several trained as one model.
+
+Under torchrun (engine/distributed.py) every rank runs this same loop over the same global batches
+(the family's step takes its slice); rank 0 alone shows the bar, logs, writes checkpoints and
+samples, and the others wait at the barrier that ends each epoch. Alone, `world` is SINGLE and
+changes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from vaelab.engine import checkpoint
+from vaelab.engine import checkpoint, distributed
+from vaelab.engine.distributed import SINGLE, World
 from vaelab.engine.interrupt import Guard
 from vaelab.engine.steps import load_optimizer_state
 from vaelab.errors import RunError, TrainingDiverged
@@ -50,11 +56,12 @@ def check_finite(losses: torch.Tensor, epoch: int) -> None:
                                f"training stopped, the checkpoint of epoch {epoch} is kept")
 
 
-def restore_rng(state: dict, device: torch.device) -> None:
-    """Put back the RNG states a checkpoint saved (CPU, and CUDA where the run used it)."""
+def restore_rng(state: dict, device: torch.device, world: World = SINGLE) -> None:
+    """Put back the RNG states a checkpoint saved (CPU, and CUDA where the run used it; this rank's under DDP)."""
     torch.set_rng_state(state["rng_cpu"])
     if device.type == "cuda" and "rng_cuda" in state:
         torch.cuda.set_rng_state(state["rng_cuda"], device)
+    distributed.resume_rng(state, world, device)
 
 
 @dataclass
@@ -73,12 +80,14 @@ class Progress:
 
 def restore(run_dirs: list[Path], expected: Callable[[int], dict], load: Callable[[int, dict, dict], None],
             opt: torch.optim.Optimizer, device: torch.device,
-            optimizer_state: Callable[[list[dict]], dict] = lambda states: states[0]) -> Progress:
+            optimizer_state: Callable[[list[dict]], dict] = lambda states: states[0],
+            world: World = SINGLE) -> Progress:
     """Load each run's last completed epoch: load(k, tensors, state) puts run k's weights back (checked
     against expected(k), a state_dict); optimizer_state merges the runs' optimizer states into `opt`'s."""
+    # one process finishes an interrupted save (renames) before every rank reads the files
+    distributed.main_first(world, lambda: [checkpoint.recover(run_dir) for run_dir in run_dirs])
     states = []
     for k, run_dir in enumerate(run_dirs):
-        checkpoint.recover(run_dir)
         state = checkpoint.load_state(run_dir)
         load(k, checkpoint.load_weights(run_dir / checkpoint.WEIGHTS, expected(k)), state)
         states.append(state)
@@ -86,7 +95,7 @@ def restore(run_dirs: list[Path], expected: Callable[[int], dict], load: Callabl
     if len(epochs) != 1:
         raise RunError(f"the runs stand at different epochs ({sorted(epochs)}); resume them one by one")
     load_optimizer_state(opt, optimizer_state([s["optimizer"] for s in states]))
-    restore_rng(states[0], device)  # the same in every run trained together
+    restore_rng(states[0], device, world)  # the same in every run trained together
     return Progress(states[0]["epoch"], [list(s["history"]) for s in states],
                     [float(s.get("seconds", 0.0)) for s in states])
 
@@ -136,16 +145,19 @@ class Family:
     summary: Callable[[int, list[dict], float], str]
     train_mode: Callable[[], None] = lambda: None  # e.g. model.train() before each epoch
     after_epoch: Callable[[int], None] | None = None  # e.g. a sample grid; runs after the checkpoint
+    # (epoch, per-step records, the epoch's records, seconds): e.g. TensorBoard logs; rank 0, after the checkpoint
+    on_epoch: Callable[[int, torch.Tensor, list[dict], float], None] | None = None
     desc: str = ""  # added to the progress bar's label
     check_every: int = 50
     log: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr))
 
 
 def fit(family: Family, run_dirs: list[Path], progress: Progress, epochs: int, n: int, batch_size: int,
-        seed: int, device: torch.device) -> list[list[dict]]:
+        seed: int, device: torch.device, world: World = SINGLE) -> list[list[dict]]:
     """Train epochs progress.epoch .. epochs-1 over n training examples; returns each run's history."""
     if progress.epoch >= epochs:
-        family.log(f"{', '.join(map(str, run_dirs))}: already trained for {progress.epoch} epochs; nothing to do")
+        if world.is_main:
+            family.log(f"{', '.join(map(str, run_dirs))}: already trained for {progress.epoch} epochs; nothing to do")
         return progress.histories
     steps, sizes = batch_sizes(n, batch_size, device)
     k = len(run_dirs)
@@ -155,21 +167,27 @@ def fit(family: Family, run_dirs: list[Path], progress: Progress, epochs: int, n
             family.train_mode()
             perm = epoch_order(n, seed, epoch).to(device)
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}{family.desc}", unit="batch",
-                       leave=False, disable=None, file=sys.stderr)
+                       leave=False, disable=None if world.is_main else True, file=sys.stderr)
             per_step = train_epoch(family.step, perm, batch_size, bar, family.check_every, epoch)
             weights = sizes.view(-1, *[1] * (per_step.dim() - 1))  # (steps, 1, ...): each batch by its size
             records = family.records(epoch, (per_step * weights).sum(0) / n)
             elapsed = time.perf_counter() - t0
+            rngs = distributed.rng_states(world, device)  # every rank's, for rank 0's checkpoint ({} alone)
             with guard.critical():  # every run's checkpoint of this epoch, or none (then resume one by one)
                 for i, run_dir in enumerate(run_dirs):
                     progress.seconds[i] += elapsed / k  # each run's share of the time
                     progress.histories[i].append({"epoch": epoch + 1, **records[i], "epoch_seconds": elapsed / k,
                                                   "seconds": progress.seconds[i]})
                     w, opt_state, extra = family.state(i)
-                    save_epoch(guard, run_dir, w, opt_state, progress.histories[i], progress.seconds[i], epoch,
-                               epochs, device, **extra)
+                    if world.is_main:
+                        save_epoch(guard, run_dir, w, opt_state, progress.histories[i], progress.seconds[i], epoch,
+                                   epochs, device, **extra, **rngs)
             progress.epoch = epoch + 1
-            family.log(family.summary(epoch, records, elapsed))
-            if family.after_epoch is not None:
-                family.after_epoch(epoch + 1)
+            if world.is_main:
+                family.log(family.summary(epoch, records, elapsed))
+                if family.on_epoch is not None:
+                    family.on_epoch(epoch, per_step, records, elapsed)
+                if family.after_epoch is not None:
+                    family.after_epoch(epoch + 1)
+            distributed.barrier(world)  # the checkpoint and samples are on disk before any rank goes on
     return progress.histories
