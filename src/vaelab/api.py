@@ -18,6 +18,7 @@ from vaelab.config import from_dict, load_json, with_overrides
 from vaelab.data.images import load as load_images
 from vaelab.diffusion.config import DDPMConfig, extend, profile_config
 from vaelab.diffusion.train import open_ddpm, train_ddpm as train_ddpm_run
+from vaelab.engine import tblog
 from vaelab.engine.runs import CONFIG, pick_device, prepare_new, read_kind, write_config
 from vaelab.errors import RunError, VaelabError
 from vaelab.handles import DDPMModel, VAEModel, as_images
@@ -65,8 +66,11 @@ def vae_config(config=None, **options) -> RunConfig:
 
 
 def train_run(out: Path, cfg: RunConfig | None, data_dir=None, resume: bool = False, epochs: int | None = None,
-              dataset: str | None = None, log=lambda m: print(m, file=sys.stderr)) -> tuple[RunConfig, list[dict]]:
+              dataset: str | None = None, log=lambda m: print(m, file=sys.stderr),
+              tensorboard: bool = False) -> tuple[RunConfig, list[dict]]:
     """Create (cfg) or resume (cfg None) the VAE run folder `out` and train it; (config, history)."""
+    if tensorboard:
+        tblog.require()  # before any work: say how to install it
     if resume:
         if not (out / CONFIG).exists():
             raise RunError(f"{out} holds no run to resume (no {CONFIG})")
@@ -85,24 +89,26 @@ def train_run(out: Path, cfg: RunConfig | None, data_dir=None, resume: bool = Fa
         write_config(out, cfg, {"data_source": str(data.source)})
     log(f"training {cfg.model.family} {cfg.model.arch}, latent {cfg.model.latent_dim}, beta {cfg.train.beta:g} "
         f"on {data.dataset.title} for {cfg.train.epochs} epochs into {out}")
-    return cfg, train_vae(out, cfg, data, resume=resume)
+    return cfg, train_vae(out, cfg, data, resume=resume, tensorboard=tensorboard)
 
 
-def train(config=None, out="runs/vae", resume: bool = False, data_dir=None, **options) -> VAEModel:
+def train(config=None, out="runs/vae", resume: bool = False, data_dir=None, tensorboard: bool = False,
+          **options) -> VAEModel:
     """Train a VAE into the run folder `out` (as `vaelab train`) and return it opened.
 
     config: a RunConfig, its dict (config.json), or None for the report's choice of `model` ('conv' or 'dense');
     options: dataset, model, arch, latent_dim, epochs, batch_size, lr, beta, seed, device, binarize, precision.
-    resume=True continues the run in `out` (options then may only give `epochs`, a new target).
+    resume=True continues the run in `out` (options then may only give `epochs`, a new target);
+    tensorboard=True also writes TensorBoard logs into `out`/tb.
     """
     out = Path(out)
     if resume:
         extra = set(options) - {"epochs", "dataset"}
         if extra or config is not None:
             raise VaelabError(f"a resumed run keeps its config; only epochs may change (got {sorted(extra)})")
-        train_run(out, None, data_dir, True, options.get("epochs"), options.get("dataset"))
+        train_run(out, None, data_dir, True, options.get("epochs"), options.get("dataset"), tensorboard=tensorboard)
     else:
-        train_run(out, vae_config(config, **options), data_dir)
+        train_run(out, vae_config(config, **options), data_dir, tensorboard=tensorboard)
     return load(out)
 
 

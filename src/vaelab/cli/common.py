@@ -72,3 +72,11 @@ def add_together(p: argparse.ArgumentParser) -> None:
                    help="train runs whose configs differ only in beta in one process, as one stacked model "
                         "(one vmapped step for all): auto (default) does it on CUDA, where it is several times "
                         "faster; on CPU separate processes (--jobs) are as fast (benchmarks/README.md)")
+
+
+def add_tensorboard(p: argparse.ArgumentParser) -> None:
+    """--tensorboard: TensorBoard logs in each run folder (RUN/tb), the optional extra."""
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard logs into the run folder (RUN/tb): per-step loss, reconstruction "
+                        "and KL, per-epoch metrics, learning rate, images/s, samples and reconstructions, the "
+                        "config; view with `tensorboard --logdir runs/` (needs pip install 'vaelab[tensorboard]')")

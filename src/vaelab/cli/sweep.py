@@ -8,7 +8,8 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from vaelab.cli.common import add_dataset, add_together, finite_float, positive_int
+from vaelab.cli.common import add_dataset, add_tensorboard, add_together, finite_float, positive_int
+from vaelab.engine import tblog
 from vaelab.errors import VaelabError
 from vaelab.studies.ray_executor import INSTALL, RayExecutor
 from vaelab.studies.sweep import configs, load_spec, run_sweep
@@ -44,9 +45,11 @@ def cmd_sweep(args) -> int:
     if args.out is None:
         raise VaelabError("--out is required (the folder that will hold one run folder per configuration)")
     evaluate = None if args.no_evaluate else {**spec.evaluate, **({"quick": True} if args.quick_eval else {})}
+    if args.tensorboard or spec.tensorboard:
+        tblog.require()  # before any run starts: say how to install it
     with open_executor(args, Path(args.out)) as executor:
         summary = run_sweep(spec, Path(args.out), args.jobs, args.data_dir, evaluate, overrides,
-                            together=args.together, executor=executor)
+                            together=args.together, executor=executor, tensorboard=args.tensorboard)
     failed = [s for s in summary if s["status"].startswith("failed")]
     for s in summary:
         again = f"  (retried {s['retries']}x: its worker died)" if s.get("retries") else ""
@@ -127,6 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick-eval", action="store_true", help="evaluate with --quick (seconds, rough numbers)")
     p.add_argument("--list", action="store_true", help="print the configurations and exit")
     add_together(p)
+    add_tensorboard(p)
     add_dataset(p)
     add_executor(p)
     p.set_defaults(func=cmd_sweep)

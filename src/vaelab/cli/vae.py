@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 from vaelab.api import train_run
-from vaelab.cli.common import add_dataset, dataset_of, finite_float, nonneg_int, positive_int, run_dataset
+from vaelab.cli.common import add_dataset, add_tensorboard, dataset_of, finite_float, nonneg_int, positive_int, run_dataset
 from vaelab.config import load_json
 from vaelab.data.images import load
+from vaelab.engine import tblog
 from vaelab.engine.runs import CONFIG
 from vaelab.errors import RunError, VaelabError
 from vaelab.vae import figures
@@ -34,7 +35,8 @@ def cmd_train(args) -> int:
     """Train a VAE into a run folder."""
     out = Path(args.out)
     cfg = None if args.resume else config_from_args(args)
-    train_run(out, cfg, args.data_dir, args.resume, args.epochs if args.resume else None, args.dataset)
+    train_run(out, cfg, args.data_dir, args.resume, args.epochs if args.resume else None, args.dataset,
+              tensorboard=args.tensorboard)
     print(f"done: {out}/ (config.json, metrics.jsonl, model.safetensors, state.pt)")
     return 0
 
@@ -55,7 +57,9 @@ def cmd_train_together(args) -> int:
     betas = ", ".join(f"{c.train.beta:g}" for c in cfgs)
     print(f"training {len(dirs)} {cfgs[0].model.family} {cfgs[0].model.arch} VAEs (latent "
           f"{cfgs[0].model.latent_dim}, beta {betas}) together for {cfgs[0].train.epochs} epochs", file=sys.stderr)
-    train_stacked(dirs, cfgs, load(dataset, args.data_dir), resume=all(started))
+    if args.tensorboard:
+        tblog.require()
+    train_stacked(dirs, cfgs, load(dataset, args.data_dir), resume=all(started), tensorboard=args.tensorboard)
     print(f"done: {', '.join(map(str, dirs))}")
     return 0
 
@@ -142,6 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue the run in --out from its last completed epoch (its saved config is used; "
                         "--epochs may raise the target)")
     add_dataset(t)
+    add_tensorboard(t)
     t.set_defaults(func=cmd_train)
 
     g = sub.add_parser("train-together", help="train run folders that differ only in beta in one vmapped step",
@@ -152,6 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Pays on a GPU; on CPU, `vaelab sweep --jobs` is as fast (benchmarks/README.md).")
     g.add_argument("runs", nargs="+", metavar="RUN", help="prepared run folders")
     add_dataset(g, of_run=True)
+    add_tensorboard(g)
     g.set_defaults(func=cmd_train_together)
 
     helps = {"sample": "5x5 grid of images decoded from z ~ N(0, I)  -> samples.png",

@@ -1,6 +1,7 @@
 """Sweep specs: a TOML grid over config keys, checked up front, expanded into named, validated run configs.
 
     name = "mine"
+    tensorboard = true      # optional: TensorBoard logs in every run folder (RUN/tb)
     [base]                  # overrides for every run
     model.family = "conv"
     [grid]                  # every combination of these values is one run
@@ -37,6 +38,7 @@ class Spec:
     base: dict
     grid: dict[str, list]
     evaluate: dict
+    tensorboard: bool = False  # TensorBoard logs in every run folder
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -62,10 +64,12 @@ def parse_spec(text: str, origin: str = "spec") -> Spec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise VaelabError(f"{origin}: not valid TOML ({e})") from None
-    unknown = set(raw) - {"name", "base", "grid", "evaluate"}
+    unknown = set(raw) - {"name", "tensorboard", "base", "grid", "evaluate"}
     if unknown:
         raise VaelabError(f"{origin}: unknown section(s) {', '.join(sorted(unknown))} "
-                          "(allowed: name, base, grid, evaluate)")
+                          "(allowed: name, tensorboard, base, grid, evaluate)")
+    if not isinstance(raw.get("tensorboard", False), bool):
+        raise VaelabError(f"{origin}: tensorboard must be true or false")
     for section in ("base", "grid", "evaluate"):
         if not isinstance(raw.get(section, {}), dict):
             raise VaelabError(f"{origin}: [{section}] must be a table")
@@ -80,7 +84,7 @@ def parse_spec(text: str, origin: str = "spec") -> Spec:
     name = raw.get("name", "sweep")
     if not isinstance(name, str):
         raise VaelabError(f"{origin}: name must be a string")
-    spec = Spec(name, flatten(raw.get("base", {})), grid, dict(raw.get("evaluate", {})))
+    spec = Spec(name, flatten(raw.get("base", {})), grid, dict(raw.get("evaluate", {})), raw.get("tensorboard", False))
     configs(spec)  # check every combination now, before anything runs
     return spec
 

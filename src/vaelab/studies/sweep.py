@@ -71,15 +71,17 @@ class SweepLock:
 
 
 def unit_jobs(out: Path, names: list[str], evaluate: dict | None,
-              data_dir: str | None) -> list[tuple[Job, str | None]]:
+              data_dir: str | None, tensorboard: bool = False) -> list[tuple[Job, str | None]]:
     """(job, the run it belongs to; None: the whole group) that train and then evaluate `names`, in order:
     one run -> a `train` job; several (same config but beta) -> one `train_together` job. Each job's output
     goes to the log.txt of its run (of the group's first run when it trains a group)."""
     log = {n: out / n / "log.txt" for n in names}
+    train = {"tensorboard": True} if tensorboard else {}  # each run's TensorBoard logs in RUN/tb
     if len(names) == 1:
-        jobs = [(Job("train", (out / names[0],), data_dir=data_dir, log=log[names[0]]), names[0])]
+        jobs = [(Job("train", (out / names[0],), train, data_dir=data_dir, log=log[names[0]]), names[0])]
     else:
-        jobs = [(Job("train_together", tuple(out / n for n in names), data_dir=data_dir, log=log[names[0]]), None)]
+        jobs = [(Job("train_together", tuple(out / n for n in names), train, data_dir=data_dir, log=log[names[0]]),
+                 None)]
     if evaluate is not None:
         jobs += [(Job("evaluate", (out / n,), evaluate, data_dir=data_dir, log=log[n]), n) for n in names]
     return jobs
@@ -204,11 +206,13 @@ class Runner:
 
 def run_sweep(spec: Spec, out: Path, jobs: int = 1, data_dir: str | None = None, evaluate: dict | None = None,
               overrides: dict | None = None, log=lambda m: print(m, file=sys.stderr),
-              together: str = "auto", executor: Executor | None = None) -> list[dict]:
+              together: str = "auto", executor: Executor | None = None, tensorboard: bool = False) -> list[dict]:
     """Train (and evaluate) every run of `spec` under `out` through `executor`; one status per run.
     executor: default LocalExecutor(jobs) (`jobs` is used only for that default; an executor keeps its own
     `slots` jobs in flight). evaluate: the `vaelab evaluate` options, None to train only.
-    together: 'always' trains runs that differ only in beta as one stacked job, 'auto' on CUDA only."""
+    together: 'always' trains runs that differ only in beta as one stacked job, 'auto' on CUDA only.
+    tensorboard (or `tensorboard = true` in the spec): TensorBoard logs in every run folder."""
+    tensorboard = tensorboard or spec.tensorboard
     executor = executor if executor is not None else LocalExecutor(jobs)
     runs = configs(spec, overrides)
     out.mkdir(parents=True, exist_ok=True)
@@ -222,7 +226,7 @@ def run_sweep(spec: Spec, out: Path, jobs: int = 1, data_dir: str | None = None,
             f"({executor}{', runs differing only in beta trained together' if stack else ''}) in {out}")
         bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=None, file=sys.stderr)
         try:
-            Runner(executor, units(runs, todo, stack), lambda names: unit_jobs(out, names, evaluate, data_dir),
+            Runner(executor, units(runs, todo, stack), lambda names: unit_jobs(out, names, evaluate, data_dir, tensorboard),
                    status, bar, log).run()
         finally:
             bar.close()

@@ -30,7 +30,8 @@ from vaelab.engine.steps import Compute, graphs_wanted, make_optimizer, step_fun
 from vaelab.errors import VaelabError
 from vaelab.vae.config import RunConfig
 from vaelab.vae.losses import stacked_elbo_terms
-from vaelab.vae.models import build_vae
+from vaelab.vae.models import VAE, build_vae
+from vaelab.vae.tensorboard import VAEBoards
 from vaelab.vae.train import batch_images, epoch_record, test_images
 
 
@@ -119,7 +120,8 @@ def stacked_compute(stacked: StackedVAEs, x_train: torch.Tensor, tc, betas: torc
 
 
 def train_stacked(run_dirs: list[Path], cfgs: list[RunConfig], data: Images, resume: bool = False,
-                  check_every: int = 50, log=lambda m: print(m, file=sys.stderr)) -> list[list[dict]]:
+                  check_every: int = 50, log=lambda m: print(m, file=sys.stderr),
+                  tensorboard: bool = False) -> list[list[dict]]:
     """Train (or resume) K runs that differ only in beta, together; returns each run's history."""
     check_group(cfgs)
     tc = cfgs[0].train
@@ -151,7 +153,18 @@ def train_stacked(run_dirs: list[Path], cfgs: list[RunConfig], data: Images, res
         return (f"epoch {epoch + 1}/{tc.epochs}  {k} models together, {seconds:.1f} s; test -ELBO " +
                 ", ".join(f"beta {c.train.beta:g}: {r['test_neg_elbo']:.2f}" for c, r in zip(cfgs, recs)))
 
+    shell = copy.deepcopy(models[0]).to(device)  # a copy, not build_vae: building would draw from the global RNG
+
+    def model_of(i: int) -> VAE:  # run i alone, for its TensorBoard images
+        shell.load_state_dict(stacked.weights(i))
+        return shell.eval()
+
+    boards = VAEBoards(run_dirs, cfgs, len(x_train), progress.epoch, model_of, x_test) if tensorboard else None
     family = Family(step=step_function(stacked_compute(stacked, x_train, tc, betas), opt, device, tc.batch_size),
                     records=records, state=state, summary=summary, desc=f" ({k} models)",
-                    check_every=check_every, log=log)
-    return fit(family, run_dirs, progress, tc.epochs, len(x_train), tc.batch_size, tc.seed, device)
+                    check_every=check_every, log=log, on_epoch=boards.on_epoch if boards else None)
+    try:
+        return fit(family, run_dirs, progress, tc.epochs, len(x_train), tc.batch_size, tc.seed, device)
+    finally:
+        if boards:
+            boards.close()

@@ -18,6 +18,7 @@ from vaelab.engine.steps import Compute, graphs_wanted, make_optimizer, step_fun
 from vaelab.vae.config import RunConfig
 from vaelab.vae.losses import elbo_terms
 from vaelab.vae.models import VAE, build_vae
+from vaelab.vae.tensorboard import VAEBoards
 
 TEST_SEED = 20240601  # fixed binarisation of the test set, so binarised -ELBOs are comparable
 
@@ -70,8 +71,8 @@ def epoch_record(train: list[float], test: dict[str, float]) -> dict:
 
 
 def train_vae(run_dir: Path, cfg: RunConfig, data: Images, resume: bool = False,
-              check_every: int = 50, log=lambda m: print(m, file=sys.stderr)) -> list[dict]:
-    """Train (or resume) the VAE of `cfg` into `run_dir`; returns the per-epoch metrics history."""
+              check_every: int = 50, log=lambda m: print(m, file=sys.stderr), tensorboard: bool = False) -> list[dict]:
+    """Train (or resume) the VAE of `cfg` into `run_dir`; returns the per-epoch metrics history (and RUN/tb logs)."""
     tc = cfg.train
     device = pick_device(tc.device)
     torch.manual_seed(tc.seed)
@@ -90,7 +91,13 @@ def train_vae(run_dir: Path, cfg: RunConfig, data: Images, resume: bool = False,
         return (f"epoch {epoch + 1}/{tc.epochs}  train loss {r['train_loss']:.2f}  test -ELBO {r['test_neg_elbo']:.2f} "
                 f"(recon {r['test_recon']:.2f}, KL {r['test_kl']:.2f})  {seconds:.1f} s")
 
+    boards = VAEBoards([run_dir], [cfg], len(x_train), progress.epoch, lambda k: model, x_test) if tensorboard else None
     family = Family(step=step_function(vae_compute(model, x_train, tc), opt, device, tc.batch_size),
                     records=records, state=lambda k: (model.state_dict(), opt.state_dict(), {}),
-                    summary=summary, train_mode=model.train, check_every=check_every, log=log)
-    return fit(family, [run_dir], progress, tc.epochs, len(x_train), tc.batch_size, tc.seed, device)[0]
+                    summary=summary, train_mode=model.train, check_every=check_every, log=log,
+                    on_epoch=boards.on_epoch if boards else None)
+    try:
+        return fit(family, [run_dir], progress, tc.epochs, len(x_train), tc.batch_size, tc.seed, device)[0]
+    finally:
+        if boards:
+            boards.close()
