@@ -151,3 +151,17 @@ def test_a_spec_with_a_bad_tensorboard_value_is_refused():
     from vaelab.studies.spec import parse_spec
     with pytest.raises(Exception, match="tensorboard must be true or false"):
         parse_spec(SPEC.replace("tensorboard = true", 'tensorboard = "yes"'))
+
+
+def test_ddpm_train_logs_its_steps_warmup_lr_and_samples(tmp_path, tiny_mnist):
+    run = tmp_path / "ddpm"
+    assert main(["ddpm", "train", "--profile", "quick", "--epochs", "2", "--widths", "4-8", "--timesteps", "50",
+                 "--batch-size", "64", "--device", "cpu", "--out", str(run), "--data-dir", str(tiny_mnist),
+                 "--tensorboard"]) == 0
+    acc = events(run)
+    assert [e.step for e in acc.Scalars("train_step/mse")] == list(range(1, 2 * STEPS + 1))
+    lr = scalars(acc, "epoch/lr")
+    assert lr[STEPS] < lr[2 * STEPS]  # the warm-up: the learning rate rises with the steps
+    for e, rec in enumerate(history(run)):
+        assert scalars(acc, "epoch/test_mse_ema")[(e + 1) * STEPS] == pytest.approx(rec["test_mse_ema"], rel=1e-6)
+    assert len(acc.Images("samples (EMA weights)")) == 2

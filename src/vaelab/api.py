@@ -113,7 +113,7 @@ def train(config=None, out="runs/vae", resume: bool = False, data_dir=None, tens
 
 
 def train_ddpm(config=None, out="runs/ddpm", profile: str = "auto", resume: bool = False, data_dir=None,
-               **overrides) -> DDPMModel:
+               tensorboard: bool = False, **overrides) -> DDPMModel:
     """Train a DDPM into `out` (as `vaelab ddpm train`, without the progress grid) and return it opened.
 
     config: a DDPMConfig or its dict, else `profile` ('full', 'quick', or 'auto': full on CUDA, quick on CPU);
@@ -141,7 +141,7 @@ def train_ddpm(config=None, out="runs/ddpm", profile: str = "auto", resume: bool
     data = load_images(cfg.dataset, data_dir)
     if not resume:
         write_config(out, cfg, {"data_source": str(data.source)})
-    train_ddpm_run(out, cfg, data, resume=resume)
+    train_ddpm_run(out, cfg, data, resume=resume, tensorboard=tensorboard)
     return load(out)
 
 

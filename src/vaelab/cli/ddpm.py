@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaelab.cli.common import add_dataset, dataset_of, finite_float, nonneg_int, positive_int, run_dataset
+from vaelab.cli.common import (add_dataset, add_tensorboard, dataset_of, finite_float, nonneg_int, positive_int,
+                               run_dataset)
 from vaelab.config import load_json
 from vaelab.data.images import Images, load
 from vaelab.diffusion.config import PROFILES, DDPMConfig, extend, profile_config
@@ -18,7 +19,7 @@ from vaelab.diffusion.figures import all_figures, progress_grid, samples_grid
 from vaelab.diffusion.sample import generate, sampler_label
 from vaelab.diffusion.schedule import SAMPLERS, SCHEDULES
 from vaelab.diffusion.train import build_schedule, open_ddpm, train_ddpm
-from vaelab.engine import distributed
+from vaelab.engine import distributed, tblog
 from vaelab.engine.distributed import SINGLE, World
 from vaelab.engine.runs import CONFIG, pick_device, prepare_new, read_kind, write_config
 from vaelab.errors import RunError, VaelabError
@@ -82,6 +83,8 @@ def prepare_run(args, out: Path, cfg: DDPMConfig, resume: bool, world: World) ->
 def cmd_train(args) -> int:
     """Train (or resume) a DDPM into a run folder; samples.png shows progress after each epoch.
     Under torchrun, as one rank of a DDP run; with --nproc N, start those N ranks here."""
+    if args.tensorboard:
+        tblog.require()  # before any work: say how to install it
     if args.nproc > 1:
         return launch_ranks(args)
     out = Path(args.out)
@@ -90,15 +93,16 @@ def cmd_train(args) -> int:
         data = prepare_run(args, out, cfg, resume, world)
         schedule = build_schedule(cfg).to(device)
 
-        def on_epoch(epoch: int, model) -> None:  # samples.png of the EMA weights (rank 0 only: the loop's rule)
-            progress_grid(out, epoch, model, schedule, device, amp=cfg.train.amp)
+        def on_epoch(epoch: int, model):  # samples.png of the EMA weights (rank 0 only: the loop's rule)
+            return progress_grid(out, epoch, model, schedule, device, amp=cfg.train.amp)
 
         ranks = f" x {world.size} processes (DDP)" if world.size > 1 else ""
         if world.is_main:
             print(f"training DDPM ({cfg.profile} profile): UNet {cfg.model.widths}, {cfg.schedule.kind} schedule "
                   f"T={cfg.schedule.timesteps}, {data.dataset.title}, {cfg.train.epochs} epochs on {device}{ranks} "
                   f"into {out}", file=sys.stderr)
-        train_ddpm(out, cfg, data, resume=resume, on_epoch=on_epoch, world=world, device=device)
+        train_ddpm(out, cfg, data, resume=resume, on_epoch=on_epoch, world=world, device=device,
+                   tensorboard=args.tensorboard)
         if world.is_main:
             print(f"done: {out}/ (config.json, metrics.jsonl, model.safetensors with ema.* weights, state.pt, "
                   "samples.png)")
@@ -117,6 +121,8 @@ def launch_ranks(args) -> int:
     worker = ["-m", "vaelab.cli", "ddpm", "train", "--out", str(out), "--resume"]
     if args.data_dir:
         worker += ["--data-dir", str(args.data_dir)]
+    if args.tensorboard:
+        worker += ["--tensorboard"]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return distributed.launch(args.nproc, worker, threads=max(1, cores // args.nproc))
 
@@ -214,6 +220,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "config's, split across them. For several machines run `torchrun ... -m vaelab.cli ddpm "
                         "train ...` on each instead (default 1)")
     add_dataset(t)
+    add_tensorboard(t)
     t.set_defaults(func=cmd_train)
 
     s = dsub.add_parser("sample", help="a grid of generated images, and the sampling speed",

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vaelab.config import to_dict
 from vaelab.data.images import Images, to_unit
 from vaelab.diffusion.config import DDPMConfig
 from vaelab.diffusion.schedule import NoiseSchedule
@@ -32,6 +33,7 @@ from vaelab.engine import checkpoint, distributed
 from vaelab.engine.distributed import SINGLE, World
 from vaelab.engine.loop import Family, Progress, fit, restore
 from vaelab.engine.runs import pick_device, trained_config
+from vaelab.engine.tblog import Board, current_lr
 from vaelab.engine.steps import Compute, graphs_wanted, make_optimizer, set_lr, step_function
 
 EMA_PREFIX = "ema."
@@ -138,8 +140,9 @@ def load_checkpoint(model: UNet, ema: EMA, tensors: dict, state: dict) -> None:
 
 def train_ddpm(run_dir: Path, cfg: DDPMConfig, data: Images, resume: bool = False, check_every: int = 50,
                on_epoch=None, log=lambda m: print(m, file=sys.stderr), world: World = SINGLE,
-               device: torch.device | None = None) -> list[dict]:
-    """Train (or resume) the DDPM of `cfg` into `run_dir`; on_epoch(epoch, ema_model) runs after each save.
+               device: torch.device | None = None, tensorboard: bool = False) -> list[dict]:
+    """Train (or resume) the DDPM of `cfg` into `run_dir`; on_epoch(epoch, ema_model) runs after each save
+    (images it returns go to TensorBoard with `tensorboard`: RUN/tb, written by rank 0).
     Under DDP, `world` and `device` are distributed.init's (this rank's place and its device)."""
     tc = cfg.train
     device = device if device is not None else pick_device(tc.device)
@@ -181,11 +184,28 @@ def train_ddpm(run_dir: Path, cfg: DDPMConfig, data: Images, resume: bool = Fals
         return (f"epoch {epoch + 1}/{tc.epochs}  train mse {r['train_mse']:.4f}  test mse {r['test_mse']:.4f} "
                 f"(EMA {r['test_mse_ema']:.4f})  {seconds:.1f} s")
 
+    steps = (len(x_train) + tc.batch_size - 1) // tc.batch_size
+    board = Board(run_dir, ("mse",), steps, progress.epoch, to_dict(cfg)) if tensorboard and world.is_main else None
+
+    def after_epoch(e: int) -> None:
+        images = on_epoch(e, ema_model) if on_epoch is not None else None
+        if board is not None and isinstance(images, torch.Tensor):
+            board.images("samples (EMA weights)", images, e - 1, cols=5)
+
+    def log_epoch(epoch: int, per_step: torch.Tensor, recs: list[dict], seconds: float) -> None:
+        board.steps(epoch, per_step)
+        board.epoch(epoch, recs[0], current_lr(opt), len(x_train) / seconds)
+        board.writer.flush()
+
     family = Family(step=step, records=records, summary=summary, train_mode=net.train,
                     state=lambda k: (checkpoint_weights(model, ema), opt.state_dict(), {"ema_updates": ema.updates}),
-                    after_epoch=(lambda e: on_epoch(e, ema_model)) if on_epoch is not None else None,
+                    after_epoch=after_epoch, on_epoch=log_epoch if board is not None else None,
                     check_every=check_every, log=log)
-    return fit(family, [run_dir], progress, tc.epochs, len(x_train), tc.batch_size, tc.seed, device, world)[0]
+    try:
+        return fit(family, [run_dir], progress, tc.epochs, len(x_train), tc.batch_size, tc.seed, device, world)[0]
+    finally:
+        if board is not None:
+            board.close()
 
 
 @dataclass
