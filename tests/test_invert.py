@@ -74,3 +74,17 @@ def test_handle_inverts_images_and_decodes_them_back():
     assert float((back[:, 0] - x).abs().max()) < 0.05
     with pytest.raises(VaelabError):
         m.decode_latent(torch.zeros(2, 3, 28, 28))
+
+
+def test_the_cli_inverts_a_runs_test_images_and_reports_the_round_trip(tmp_path, tiny_mnist, capsys):
+    import numpy as np
+    from vaelab.cli.main import main
+    run = tmp_path / "ddpm"
+    assert main(["ddpm", "train", "--profile", "quick", "--epochs", "1", "--widths", "4-8", "--timesteps", "50",
+                 "--batch-size", "64", "--device", "cpu", "--out", str(run), "--data-dir", str(tiny_mnist)]) == 0
+    capsys.readouterr()
+    assert main(["ddpm", "invert", str(run), "--n", "4", "--steps", "5", "--data-dir", str(tiny_mnist)]) == 0
+    out = capsys.readouterr().out
+    assert "round trip x0 -> x_T -> x0: RMSE" in out
+    assert np.load(run / "x_T_ddim5.npy").shape == (4, 1, 28, 28)
+    assert main(["ddpm", "invert", str(tmp_path / "none")]) == 4  # not a run: one line, exit code 4

@@ -12,6 +12,7 @@ import torch
 
 from vaelab.cli.common import (add_dataset, add_tensorboard, dataset_of, finite_float, nonneg_int, positive_int,
                                run_dataset)
+from vaelab.cli import invert
 from vaelab.config import load_json
 from vaelab.data.images import Images, load
 from vaelab.diffusion.config import PROFILES, DDPMConfig, extend, profile_config
@@ -244,3 +245,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_sampler_options(f, "ddpm")
     add_dataset(f, of_run=True)
     f.set_defaults(func=cmd_figures)
+    invert.register(dsub)
