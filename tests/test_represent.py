@@ -149,3 +149,15 @@ def test_help_states_the_cost(capsys):
         main(["represent", "--help"])
     text = capsys.readouterr().out
     assert "--quick" in text and "about 15 s" in text and "cost" in text
+
+
+def test_the_report_section_renders_representations_md(tmp_path):
+    from vaelab.studies.report import md_to_html, represent_section
+    folder = tmp_path / "ddpm" / "represent"
+    folder.mkdir(parents=True)
+    assert represent_section(folder) == ([], "")  # nothing measured: no section
+    (folder / "representations.md").write_text("# How each model represents digits\n\nintro line\n\n"
+                                                "| a | b |\n|---|---|\n| 1 | 2 |\n")
+    lines, page = represent_section(folder)
+    assert lines[0] == "## How each model represents digits" and "| 1 | 2 |" in "\n".join(lines)
+    assert "<p>intro line</p>" in page and page.count("<table") == 1 and "<td>2</td>" in md_to_html("| a | b |\n| 1 | 2 |")

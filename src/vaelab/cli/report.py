@@ -12,6 +12,7 @@ from pathlib import Path
 from vaelab.cli.common import add_data_dir, add_dataset, add_together, positive_int
 from vaelab.cli.sweep import SHARED, add_executor, open_executor
 from vaelab.data.images import load
+from vaelab.studies import represent
 from vaelab.errors import VaelabError
 from vaelab.studies.executors import Executor, Job, LocalExecutor, run_job
 from vaelab.studies.report import build
@@ -67,6 +68,7 @@ def run_studies(args, out: Path, studies: list[str], executor: Executor | None) 
 
 
 VERSUS_N = {"quick": 500, "full": 5000}  # images per generator in the VAE-vs-DDPM comparison
+REPRESENT = "represent"  # the folder of `vaelab represent`'s files under DIR/ddpm
 
 
 def best_vae(out: Path) -> Path | None:
@@ -102,6 +104,9 @@ def ddpm_versus(out: Path, profile: str, data_dir, executor: Executor | None = N
     if not (out / "ddpm" / "comparison.json").exists():
         write(compare(vae, run, loader(data_dir), VERSUS_N[profile], log=lambda m: print(m, file=sys.stderr)),
               out / "ddpm")
+    if not (out / "ddpm" / REPRESENT / represent.JSON).exists():  # how each represents digits (issue: section 5)
+        print("== representations", file=sys.stderr)
+        represent.write(represent.measure(vae, run, loader(data_dir), represent.DEFAULT), out / "ddpm" / REPRESENT)
     return []
 
 

@@ -28,6 +28,7 @@ from vaelab.vae.run import open_vae
 TITLES = {"dense": "Dense VAEs: latent size x hidden sizes (report 2.6)",
           "conv": "Convolutional VAEs: latent size x architecture (report 3.3)",
           "beta": "The effect of beta (report 4)"}
+REPRESENT_TITLE = "How each model represents digits"
 VERSUS_TITLE = "VAE against DDPM (the report's proposed comparison)"
 
 
@@ -210,6 +211,36 @@ def versus_section(folder: Path) -> tuple[list[str], str]:
     return lines, page
 
 
+def md_to_html(text: str) -> str:
+    """The Markdown of representations.md as HTML: its tables as tables, other lines as paragraphs."""
+    parts, rows = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows += [] if set("".join(cells)) <= set("-") else [cells]  # skip the |---| rule
+            continue
+        if rows:
+            parts.append(html_table(rows[0], rows[1:]))
+            rows = []
+        if line.strip() and not line.startswith("#"):
+            parts.append(f"<p>{html.escape(line)}</p>")
+    return "".join(parts)
+
+
+def represent_section(folder: Path) -> tuple[list[str], str]:
+    """'How each model represents digits' from `vaelab represent`'s files in `folder`, as Markdown lines and HTML."""
+    md = folder / "representations.md"
+    if not md.is_file():
+        return [], ""
+    text = "\n".join(md.read_text(encoding="utf-8").splitlines()[1:])  # without its own title
+    lines, page = [f"## {REPRESENT_TITLE}", text, ""], f"<h2>{html.escape(REPRESENT_TITLE)}</h2>{md_to_html(text)}"
+    for png, what in (("probes.png", "linear-probe accuracy against t"), ("interpolation.png", "interpolations")):
+        if (folder / png).is_file():
+            lines += [f"![{what}]({(folder / png).relative_to(folder.parent.parent)})", ""]
+            page += f"<figure><img src='{data_uri(folder / png)}' alt='{what}'><figcaption>{what}</figcaption></figure>"
+    return lines, page
+
+
 def build(out: Path, data: Data = None, profile_note: str = "", extra_md: list[str] | None = None,
           extra_html: str = "") -> tuple[Path, Path]:
     """Write REPORT.md and report.html for the study folders under `out` (data: Images or a loader for figures)."""
@@ -227,7 +258,8 @@ def build(out: Path, data: Data = None, profile_note: str = "", extra_md: list[s
              "runner-up lies outside its 95% bootstrap interval (over each run's generated images; with "
              "several seeds, the span of the seeds' intervals).")
     versus_md, versus_html = versus_section(out / "ddpm")
-    extra_md, extra_html = (extra_md or []) + versus_md, extra_html + versus_html
+    rep_md, rep_html = represent_section(out / "ddpm" / "represent")
+    extra_md, extra_html = (extra_md or []) + versus_md + rep_md, extra_html + versus_html + rep_html
     md_path, html_path = out / "REPORT.md", out / "report.html"
     atomic_write_text(md_path, markdown(sections, extra_md or [], out, intro))
     atomic_write_text(html_path, to_html(sections, intro, extra_html))

@@ -32,6 +32,7 @@ from vaelab.metrics.represent import path_metrics, probe, slerp, unet_blocks, un
 from vaelab.vae.run import VAERun, open_vae
 
 FORMAT = "vaelab-representations-1"
+JSON = "representations.json"
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ def write(result: dict, out: Path) -> list[Path]:
     """representations.json, representations.md and the two figures in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in result.items() if k != "frames"}
-    atomic_write_text(out / "representations.json", json.dumps(data, indent=1) + "\n")
+    atomic_write_text(out / JSON, json.dumps(data, indent=1) + "\n")
     atomic_write_text(out / "representations.md", markdown(data))
     return [out / "representations.json", out / "representations.md", probe_figure(data, out / "probes.png"),
             interpolation_figure(result["frames"], out / "interpolation.png")]
