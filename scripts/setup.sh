@@ -9,7 +9,7 @@ TORCH_SPEC=${VAELAB_TORCH:-torch==2.13.0}
 EXTRAS=${VAELAB_EXTRAS:-test}  # CI: test,ray,tensorboard,notebook
 
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vaelab, torch, sklearn, safetensors, pytest" 2>/dev/null \
-   && [ "$VENV/.stamp" -nt pyproject.toml ]; then
+   && [ "$VENV/.stamp" -nt pyproject.toml ] && [ "$(cat "$VENV/.stamp")" = "$EXTRAS" ]; then
   exit 0  # already set up and up to date
 fi
 
@@ -31,4 +31,4 @@ echo "setup: installing vaelab and its dependencies into $VENV"
   | grep -v "is ignored: it is neither a file nor a directory" || true
 "$VENV/bin/python" -c "import vaelab, torch, sklearn, safetensors, pytest" \
   || { echo "setup: the installation failed" >&2; exit 1; }
-touch "$VENV/.stamp"
+echo "$EXTRAS" > "$VENV/.stamp"  # which extras it holds: another set reinstalls
