@@ -28,6 +28,14 @@ EPILOG = """examples:
   vaelab figures runs/conv                     samples, reconstructions, latent space, interpolation
   vaelab train --dataset fashion-mnist --out runs/fashion    the same on Fashion-MNIST
   vaelab data info                             where MNIST is read from and whether it verifies
+  vaelab evaluate runs/conv                    likelihood, sample quality, latent structure -> metrics.json
+  vaelab score samples.npy                     sample quality of any generator's images (pinned classifier)
+  vaelab explore runs/conv                     an interactive latent explorer: one offline HTML page
+  vaelab sweep beta --out runs/beta --tensorboard          the beta study, logged for TensorBoard
+  vaelab sweep beta --out /shared/beta --executor ray      the same on a Ray cluster
+  vaelab represent runs/conv runs/ddpm --out runs/rep      how a VAE and a DDPM represent digits
+
+From Python: import vaelab; vae = vaelab.load("runs/conv"); vae.sample(25) (see the README).
 
 Set VAELAB_DATA (MNIST) or VAELAB_DATA_FASHION_MNIST to a folder of IDX files (read only) to skip the
 download; VAELAB_CACHE moves the cache (default ~/.cache/vaelab); VAELAB_THREADS caps CPU threads."""

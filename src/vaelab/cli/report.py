@@ -124,7 +124,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add reproduce and report."""
     p = sub.add_parser("reproduce", help="run the report's three studies and write a report (resumable)",
                        description="Train and evaluate the dense study (18 runs), the conv study (18 runs) and the "
-                                   "beta study (5 betas x 3 seeds), train the DDPM and compare it with the best VAE, "
+                                   "beta study (5 betas x 3 seeds), train the DDPM, compare it with the best VAE and measure how each "
+                                   "represents digits (`vaelab represent`: about 5 minutes on one CPU thread), "
                                    "then write DIR/REPORT.md and DIR/report.html (tables, curves, rate-distortion, the "
                                    "report's figures rebuilt, a verdict per study). --profile quick takes about an "
                                    "hour on 2 CPU cores (37 min with one beta seed, measured); full uses the "
