@@ -1,10 +1,11 @@
-"""The reference classifier of each dataset: a small LeNet-style CNN that vaelab trains itself (nothing downloaded).
+"""The reference classifier of a dataset: a small LeNet-style CNN, its training, saving and checked loading.
 
 Its penultimate features play the role Inception features play for FID; its softmax gives the classifier
-score and the predicted-class histogram (quality.py). One is trained per dataset, once, with a fixed
-seed, and cached as safetensors in cache_root()/classifier/NAME. The input normalisation (the dataset's
-pixel mean and std) is stored with the weights (safetensors metadata) and in the JSON sidecar, which
-also records the sha256, so every metrics.json can say which classifier its numbers came from.
+score and the predicted-class histogram (quality.py). vaelab ships one per dataset, trained once with a
+fixed seed and pinned by sha256 (reference.py); this module also trains one of a user's own (cached as
+safetensors in cache_root()/classifier/NAME, or any folder). The input normalisation (the dataset's pixel
+mean and std) is stored with the weights (safetensors metadata) and in the JSON sidecar, which also records
+the sha256, so every metrics.json can say which classifier its numbers came from.
 """
 
 from __future__ import annotations
