@@ -17,9 +17,9 @@ from vaelab.diffusion.invert import ddim_invert
 from vaelab.diffusion.sample import eps_model, generate, sample_loop
 from vaelab.diffusion.train import DDPMRun
 from vaelab.errors import VaelabError
-from vaelab.metrics.evaluate import METRICS, vae_samples
 from vaelab.metrics.represent import slerp
-from vaelab.vae.models import count_parameters
+from vaelab.engine.runs import METRICS
+from vaelab.vae.models import count_parameters, vae_samples
 from vaelab.vae.run import VAERun
 
 
@@ -49,19 +49,12 @@ def read_metrics_file(path: Path) -> dict | None:
     return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
 
 
-class VAEModel:
-    """A trained VAE: encode, decode, sample, reconstruct, interpolate; its config, history and metrics."""
+class RunModel:
+    """What every opened run shares: its folder, device, network, config, history and metrics."""
 
-    kind = "vae"
-
-    def __init__(self, run: VAERun):
+    def __init__(self, run):
         self.run, self.path, self.device = run, run.path, run.device
         self.network = run.model  # the nn.Module itself, for those who want it
-
-    def __repr__(self) -> str:
-        m = self.run.cfg.model
-        return (f"VAEModel({m.family} {m.arch}, latent {m.latent_dim}, beta {self.run.cfg.train.beta:g}, "
-                f"{len(self.history)} epochs, {count_parameters(self.network):,} parameters, {self.path})")
 
     @property
     def config(self) -> dict:
@@ -77,6 +70,20 @@ class VAEModel:
     def metrics(self) -> dict | None:
         """metrics.json of `vaelab evaluate` (or vaelab.evaluate), None if not evaluated yet."""
         return read_metrics_file(self.path)
+
+
+class VAEModel(RunModel):
+    """A trained VAE: encode, decode, sample, reconstruct, interpolate; its config, history and metrics."""
+
+    kind = "vae"
+
+    def __init__(self, run: VAERun):
+        super().__init__(run)
+
+    def __repr__(self) -> str:
+        m = self.run.cfg.model
+        return (f"VAEModel({m.family} {m.arch}, latent {m.latent_dim}, beta {self.run.cfg.train.beta:g}, "
+                f"{len(self.history)} epochs, {count_parameters(self.network):,} parameters, {self.path})")
 
     @property
     def latent_dim(self) -> int:
@@ -118,34 +125,18 @@ class VAEModel:
         return self.decode(z)
 
 
-class DDPMModel:
+class DDPMModel(RunModel):
     """A trained DDPM: sample with DDPM or DDIM, invert images to noise (DDIM) and back; config, history, metrics."""
 
     kind = "ddpm"
 
     def __init__(self, run: DDPMRun):
-        self.run, self.path, self.device = run, run.path, run.device
-        self.network = run.model  # the UNet (EMA weights unless opened with ema=False)
+        super().__init__(run)  # network: the UNet (EMA weights unless opened with ema=False)
         self.schedule = run.schedule
 
     def __repr__(self) -> str:
         return (f"DDPMModel(UNet {count_parameters(self.network):,} parameters, T={self.schedule.T}, "
                 f"{len(self.history)} epochs, {'EMA' if self.run.ema else 'raw'} weights, {self.path})")
-
-    @property
-    def config(self) -> dict:
-        """The run's config (as in its config.json)."""
-        return to_dict(self.run.cfg)
-
-    @property
-    def history(self) -> list[dict]:
-        """One record per trained epoch."""
-        return self.run.history
-
-    @property
-    def metrics(self) -> dict | None:
-        """metrics.json of `vaelab evaluate`, None if not evaluated yet."""
-        return read_metrics_file(self.path)
 
     def sample(self, n: int = 25, sampler: str = "ddim", steps: int | None = None, eta: float | None = None,
                seed: int = 0) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Union
 
 import numpy as np
 import torch
@@ -74,3 +75,20 @@ def info(name: str = DEFAULT, data_dir: str | os.PathLike | None = None) -> list
 def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 pixels to float32 intensities in [0, 1] (as torchvision's ToTensor, which the report uses)."""
     return x_uint8.float().div_(255.0)
+
+
+Loader = Callable[[str], Images]  # dataset name -> its images
+Data = Union[Images, Loader, None]  # what callers hand over: the images, a loader, or nothing (the default loader)
+
+
+def images_for(name: str, data: Data = None, data_dir=None) -> Images:
+    """Dataset `name`'s images: `data` (Images or a loader) or load(name, data_dir); DataError for another dataset."""
+    if data is None:
+        found = load(name, data_dir)
+    elif isinstance(data, Images):
+        found = data
+    else:
+        found = data(name)
+    if found.dataset.name != name:
+        raise DataError(f"the run was trained on {name}, but the images given are {found.dataset.title}")
+    return found

@@ -20,6 +20,7 @@ from vaelab.config import load_json, to_dict
 from vaelab.errors import RunError, VaelabError
 
 CONFIG = "config.json"
+METRICS = "metrics.json"  # written by `vaelab evaluate`
 
 
 def versions() -> dict:

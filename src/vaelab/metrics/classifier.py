@@ -96,6 +96,21 @@ class ReferenceClassifier:
                 "test_accuracy": self.info.get("test_accuracy"), "feature_dim": self.net.feature_dim}
 
 
+@torch.no_grad()
+def features(images: torch.Tensor, clf: ReferenceClassifier, batch: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate features (N, F) and class probabilities (N, C) of images (N, 1, 28, 28) in [0, 1]."""
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"images must be (N, 1, 28, 28), got {tuple(images.shape)}")
+    device = next(clf.net.parameters()).device
+    feats, probs = [], []
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch].to(device, torch.float32)
+        h = clf.net.features(x)  # (B, F)
+        feats.append(h.cpu())
+        probs.append(torch.softmax(clf.net.fc2(h), 1).cpu())
+    return torch.cat(feats), torch.cat(probs)
+
+
 def cache_folder(dataset: Dataset) -> Path:
     """Where the classifier of `dataset` lives: cache_root()/classifier/NAME (honours VAELAB_CACHE)."""
     return cache_root() / "classifier" / dataset.name

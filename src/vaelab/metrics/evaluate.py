@@ -14,33 +14,30 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable
 
 import torch
 
-from vaelab.data.images import Images, load, to_unit
+from vaelab.data.images import Data, Images, images_for, to_unit
 from vaelab.diffusion.sample import generate
 from vaelab.diffusion.train import DDPMRun, open_ddpm
 from vaelab.engine.checkpoint import atomic_write_text
-from vaelab.engine.runs import read_kind
-from vaelab.errors import DataError, RunError
+from vaelab.engine.runs import METRICS, read_kind
+from vaelab.errors import RunError
 from vaelab.metrics import quality
 from vaelab.metrics.classifier import ReferenceClassifier
 from vaelab.metrics.latent import latent_probes
 from vaelab.metrics.likelihood import data_variant, fast_copy, iwae_log_px, likelihood
 from vaelab.metrics.reference import resolve
 from vaelab.metrics.structure import latent_structure
-from vaelab.vae.models import VAE, count_parameters
+from vaelab.vae.models import count_parameters, encode_logvar, vae_samples
 from vaelab.vae.run import VAERun, open_vae
 from vaelab.vae.train import test_images
 
-METRICS = "metrics.json"
 FORMAT = "vaelab-metrics-1"
 DDPM_SAMPLER, DDPM_STEPS = "ddim", 50  # a DDPM's evaluation samples: the fast sampler
 STRUCTURE_SEED = 3  # latent structure draws from seed + 3 (samples use seed + 2, IWAE seed + 1)
 
-Loader = Callable[[str], Images]  # dataset name -> its images
-Data = Union[Images, Loader, None]  # what callers hand over: the images, a loader, or nothing (the default loader)
 
 
 @dataclass(frozen=True)
@@ -65,33 +62,6 @@ QUICK = Settings(test_images=2000, iwae_k=10, iwae_images=200, n_samples=1000, n
 def settings_with(base: Settings, **overrides) -> Settings:
     """`base` with the given fields replaced (None values ignored)."""
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def images_for(name: str, data: Data = None, data_dir=None) -> Images:
-    """Dataset `name`'s images: `data` (Images or a loader) or load(name, data_dir); DataError for another dataset."""
-    if data is None:
-        found = load(name, data_dir)
-    elif isinstance(data, Images):
-        found = data
-    else:
-        found = data(name)
-    if found.dataset.name != name:
-        raise DataError(f"the run was trained on {name}, but the images given are {found.dataset.title}")
-    return found
-
-
-@torch.no_grad()
-def vae_samples(model: VAE, n: int, seed: int = 0, batch: int = 2000) -> torch.Tensor:
-    """n generated images (n, 1, 28, 28): pixel means sigmoid(decoder(z)) of z ~ N(0, I), seeded."""
-    device = next(model.parameters()).device
-    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))  # CPU: same on any device
-    return torch.cat([model.decode(z[i:i + batch].to(device)).cpu() for i in range(0, n, batch)])
-
-
-@torch.no_grad()
-def encode_logvar(model: VAE, x: torch.Tensor, batch: int = 2000) -> torch.Tensor:
-    """Posterior log-variances (N, D) of images x (N, 1, 28, 28)."""
-    return torch.cat([model.encode(x[i:i + batch])[1] for i in range(0, len(x), batch)])
 
 
 def describe(run: VAERun) -> str:

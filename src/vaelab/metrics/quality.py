@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from vaelab.engine.checkpoint import atomic_write_text
-from vaelab.metrics.classifier import ReferenceClassifier
+from vaelab.metrics.classifier import ReferenceClassifier, features
 from vaelab.metrics.reference import anchor_files, images_digest, read_anchor_cache, resolve
 from vaelab.data.images import Images, to_unit
 from vaelab.errors import VaelabError
@@ -31,21 +31,6 @@ BLOCK = 1000  # rows of a distance block: 1000 x 10000 float32 = 40 MB
 ANCHOR_SEED = 12345
 Stats = "tuple[torch.Tensor, torch.Tensor] | None"  # (mean (F,), covariance (F, F)) of real features
 ANCHOR_KEYS = {"fd_lenet", "precision", "recall", "density", "coverage", "classifier_score"}  # a cached anchor has each
-
-
-@torch.no_grad()
-def features(images: torch.Tensor, clf: ReferenceClassifier, batch: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Penultimate features (N, F) and class probabilities (N, C) of images (N, 1, 28, 28) in [0, 1]."""
-    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"images must be (N, 1, 28, 28), got {tuple(images.shape)}")
-    device = next(clf.net.parameters()).device
-    feats, probs = [], []
-    for i in range(0, len(images), batch):
-        x = images[i:i + batch].to(device, torch.float32)
-        h = clf.net.features(x)  # (B, F)
-        feats.append(h.cpu())
-        probs.append(torch.softmax(clf.net.fc2(h), 1).cpu())
-    return torch.cat(feats), torch.cat(probs)
 
 
 def gaussian_stats(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

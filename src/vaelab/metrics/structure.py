@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from vaelab.metrics.classifier import ReferenceClassifier
-from vaelab.metrics.quality import features
+from vaelab.metrics.classifier import ReferenceClassifier, features
 
 HOLE_CONFIDENCE = 0.5  # a decoded z is a hole when the classifier's top class has less than this probability
 BANDWIDTH_FACTORS = (0.5, 1.0, 2.0)  # RBF bandwidths: these multiples of the median pairwise distance

@@ -19,7 +19,7 @@ from vaelab import plots
 from vaelab.data.datasets import DEFAULT as DEFAULT_DATASET
 from vaelab.data.datasets import get as get_dataset
 from vaelab.engine.checkpoint import atomic_write_text
-from vaelab.metrics.evaluate import Data, Loader, images_for
+from vaelab.data.images import Data, Loader, images_for
 from vaelab.studies import tables as studies
 from vaelab.studies import versus
 from vaelab.vae import explore, figures

@@ -25,7 +25,7 @@ from vaelab.diffusion.sample import eps_model, sample_loop
 from vaelab.diffusion.train import DDPMRun, open_ddpm
 from vaelab.engine.checkpoint import atomic_write_text
 from vaelab.errors import VaelabError
-from vaelab.metrics.evaluate import Data, images_for
+from vaelab.data.images import Data, images_for
 from vaelab.metrics.quality import features
 from vaelab.metrics.reference import resolve
 from vaelab.metrics.represent import path_metrics, probe, slerp, unet_blocks, unet_features, vae_latents

@@ -27,7 +27,7 @@ from vaelab.engine.checkpoint import atomic_write_text
 from vaelab.errors import VaelabError
 from vaelab.metrics import quality
 from vaelab.metrics.reference import resolve
-from vaelab.metrics.evaluate import Data, images_for
+from vaelab.data.images import Data, images_for
 from vaelab.vae.models import count_parameters
 from vaelab.vae.run import open_vae
 
