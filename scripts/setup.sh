@@ -31,4 +31,11 @@ echo "setup: installing vaelab and its dependencies into $VENV"
   | grep -v "is ignored: it is neither a file nor a directory" || true
 "$VENV/bin/python" -c "import vaelab, torch, sklearn, safetensors, pytest" \
   || { echo "setup: the installation failed" >&2; exit 1; }
+# each extra asked for must import: else its tests would quietly skip (and this stamp would keep them so)
+declare -A EXTRA_MODULES=([ray]=ray [tensorboard]=tensorboard [notebook]="nbclient, nbformat, ipykernel")
+for extra in ${EXTRAS//,/ }; do
+  mods=${EXTRA_MODULES[$extra]:-}
+  [ -z "$mods" ] || "$VENV/bin/python" -c "import $mods" \
+    || { echo "setup: the extra '$extra' did not install ($mods cannot be imported)" >&2; exit 1; }
+done
 echo "$EXTRAS" > "$VENV/.stamp"  # which extras it holds: another set reinstalls

@@ -58,8 +58,10 @@ def test_shipped_mnist_classifier_reaches_its_recorded_accuracy_and_statistics(m
     assert clf.pinned and clf.describe()["pinned"] and clf.sha256 == reference.PINNED["mnist"]
     assert classifier.accuracy(clf.net, mnist.test_x, mnist.test_y) == pytest.approx(clf.info["test_accuracy"], abs=1e-4)
     mu, sigma = quality.gaussian_stats(quality.features(to_unit(mnist.test_x), clf)[0])
-    assert torch.allclose(mu, clf.test_stats[0], rtol=1e-6, atol=1e-8)
-    assert torch.allclose(sigma, clf.test_stats[1], rtol=1e-6, atol=1e-8)
+    # float32 features differ in their last bits between CPUs (seen: 7e-7 on covariances up to 10): the
+    # shipped statistics must hold to well inside the 1e-3 that FD-LeNet promises across machines
+    assert torch.allclose(mu, clf.test_stats[0], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(sigma, clf.test_stats[1], rtol=1e-4, atol=1e-5)
     assert clf.test_stats[2] == reference.images_digest(mnist.test_x)
 
 
@@ -112,7 +114,7 @@ def test_score_of_the_anchor_images_is_the_shipped_anchor(mnist, tmp_path, which
     shipped = reference.read_anchor_cache(reference.SHIPPED / "mnist" / reference.ANCHORS)
     want = shipped[f"{reference.PINNED['mnist']}:{N}x10000:pr{quality.PR_K}:dc{quality.DC_K}"][which]
     for k in KEYS:
-        assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-9), k
+        assert got[k] == pytest.approx(want[k], rel=1e-5, abs=1e-6), k  # seen: 2e-7 relative on another CPU
     assert got["classifier"]["pinned"] and "FD-LeNet" in capsys.readouterr().out
 
 

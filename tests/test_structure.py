@@ -86,7 +86,7 @@ def test_structure_draws_from_its_own_generator_only():
     torch.set_rng_state(state)
 
 
-def fake_beta_run(folder, beta: float, holes: float, kl_z: float, mmd_z: float) -> None:
+def fake_beta_run(folder, beta: float, holes: float, kl_z: float, mmd_z: float, path: float | None = None) -> None:
     """A beta-study run folder with made-up -ELBO and latent-structure numbers."""
     run = folder / f"conv-32-64-128_z10_beta{beta:g}_seed0"
     run.mkdir(parents=True)
@@ -96,9 +96,11 @@ def fake_beta_run(folder, beta: float, holes: float, kl_z: float, mmd_z: float) 
     run.joinpath("metrics.jsonl").write_text(json.dumps(
         {"epoch": 3, "seconds": 9.0, "test_neg_elbo": 100 + abs(beta - 1), "test_recon": 80.0, "test_kl": 20.0}) + "\n")
     side = {"kl_gaussian_fit": kl_z, "mmd2": mmd_z}
+    structure = {"prior_holes": {"share": holes, "test_share": 0.003}, "on_mu": side, "on_z": side}
+    if path is not None:
+        structure["interpolation"] = {"path_length": path, "largest_jump": 0.3}
     run.joinpath("metrics.json").write_text(json.dumps(
-        {"likelihood": {"neg_elbo": 100 + abs(beta - 1), "recon": 80.0, "kl": 20.0},
-         "latent_structure": {"prior_holes": {"share": holes, "test_share": 0.003}, "on_mu": side, "on_z": side}}))
+        {"likelihood": {"neg_elbo": 100 + abs(beta - 1), "recon": 80.0, "kl": 20.0}, "latent_structure": structure}))
 
 
 def test_beta_verdict_states_whether_the_reports_latent_claims_hold(tmp_path):
@@ -115,5 +117,40 @@ def test_beta_verdict_states_whether_the_reports_latent_claims_hold(tmp_path):
         fake_beta_run(tmp_path / "disagree", beta, holes, kl, mmd)
     v = studies.verdict("beta", studies.collect(tmp_path / "disagree"))
     assert "more holes does not hold" in v and "prior) does not hold" in v, v
+    assert "Interpolation between" not in v  # no path lengths measured: no sentence about them
+    for beta, path in ((0.2, 1.9), (1.0, 1.5), (5.0, 1.3)):
+        fake_beta_run(tmp_path / "paths", beta, 0.1, 0.5, 0.02, path)
+    v = studies.verdict("beta", studies.collect(tmp_path / "paths"))
+    assert "beta < 1 against beta 1, longer: 1.900 against 1.500" in v and "beta > 1, shorter: 1.300" in v, v
     fake_beta_run(tmp_path / "none", 1.0, 0.1, 0.1, 0.1)
     assert "Latent structure: not measured" in studies.verdict("beta", studies.collect(tmp_path / "none"))
+
+
+def test_different_class_pairs_never_pair_one_class():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2] * 20)
+    pairs = structure.different_class_pairs(labels, 30, torch.Generator().manual_seed(0))
+    assert 0 < len(pairs) <= 30 and all(labels[a] != labels[b] for a, b in pairs)
+    assert structure.different_class_pairs(torch.zeros(40, dtype=torch.long), 5, torch.Generator()) == []
+
+
+@pytest.mark.skipif(not os.path.isdir(REAL_MNIST), reason="needs the real MNIST files")
+def test_interpolation_smoothness_of_known_paths():
+    data = load("mnist", REAL_MNIST)
+    clf = reference.pinned(MNIST)
+    x = to_unit(data.test_x[:2])  # a 7 and a 2
+    labels = data.test_y[:2].repeat(20)  # (40,): the two classes alternate, so every pair spans both
+    mu = torch.tensor([0.0, 1.0]).repeat(20)[:, None]  # (40, 1): mu 0 for the first digit, 1 for the second
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    step = lambda z: x[(z[:, 0] > 0.5).long()]  # noqa: E731  (frames 0-4 draw one digit, 5-9 the other)
+    one_jump = structure.smoothness(step, mu, labels, clf, g(), pairs=8)
+    assert one_jump["pairs"] == 8 and one_jump["frames"] == 10
+    assert one_jump["path_length"] == pytest.approx(1.0) and one_jump["largest_jump"] == pytest.approx(1.0)
+    assert one_jump["off_class_share"] == 0.0
+    zigzag = lambda z: x[(z[:, 0] * 9).round().long() % 2]  # noqa: E731  (the digits alternate frame by frame)
+    back_and_forth = structure.smoothness(zigzag, mu, labels, clf, g(), pairs=8)
+    assert back_and_forth["path_length"] == pytest.approx(9.0) and back_and_forth["largest_jump"] == pytest.approx(1.0)
+    out = structure.latent_structure(step, 1, mu, torch.zeros(40, 1), x.repeat(20, 1, 1, 1), clf, n_prior=100, seed=0,
+                                     labels=labels)
+    assert out["interpolation"]["path_length"] == pytest.approx(1.0)
+    without = structure.latent_structure(step, 1, mu, torch.zeros(40, 1), x.repeat(20, 1, 1, 1), clf, n_prior=100, seed=0)
+    assert "interpolation" not in without and without["prior_holes"] == out["prior_holes"]  # drawn last: nothing moves

@@ -97,6 +97,9 @@ ROWS = [
     ("  of z ~ q(z|x) (aggregate posterior)", num("latent_structure.on_z.kl_gaussian_fit", "{:.3f}")),
     ("MMD^2 against N(0, I) (RBF), of mu", num("latent_structure.on_mu.mmd2", "{:.4f}")),
     ("  of z ~ q(z|x) (aggregate posterior)", num("latent_structure.on_z.mmd2", "{:.4f}")),
+    ("interpolation path length (1: straight), lerp of mu", num("latent_structure.interpolation.path_length", "{:.3f}")),
+    ("  largest jump", num("latent_structure.interpolation.largest_jump", "{:.3f}")),
+    ("  frames of neither endpoint's class", num("latent_structure.interpolation.off_class_share", "{:.3f}")),
     ("evaluation seconds", num("seconds.total", "{:.0f}")),
 ]
 

@@ -113,9 +113,11 @@ def evaluate_vae(run: VAERun, data: Images, s: Settings = DEFAULT, clf: Referenc
     seconds["latent"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()  # last, and from its own generator: the numbers above are as before
-    log(f"latent structure: prior holes of {s.n_samples} decoded z ~ N(0, I), KL and MMD against N(0, I)")
+    log(f"latent structure: prior holes of {s.n_samples} decoded z ~ N(0, I), KL and MMD against N(0, I), "
+        "interpolation smoothness")
     structure = latent_structure(lambda z: fast.decode(z.to(run.device)), fast.latent_dim, mu_test, encode_logvar(fast, x_test),
-                                 to_unit(data.test_x[:len(x_test)]), clf, s.n_samples, s.seed + STRUCTURE_SEED)
+                                 to_unit(data.test_x[:len(x_test)]), clf, s.n_samples, s.seed + STRUCTURE_SEED,
+                                 labels=data.test_y[:len(x_test)])
     seconds["latent_structure"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_all
 

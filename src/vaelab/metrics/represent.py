@@ -21,6 +21,7 @@ import torch
 from vaelab.diffusion.schedule import NoiseSchedule
 from vaelab.diffusion.unet import UNet
 from vaelab.metrics.latent import knn_accuracy, linear_probe, silhouette
+from vaelab.metrics.structure import path_metrics  # noqa: F401  (re-exported: represent.path_metrics)
 from vaelab.vae.models import VAE
 
 PROBE_SEEDS = (0, 1, 2)
@@ -92,21 +93,3 @@ def slerp(a: torch.Tensor, b: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     if float(omega) < 1e-6:  # parallel: slerp is lerp
         return (1 - r) * a + r * b
     return (torch.sin((1 - r) * omega) * a + torch.sin(r * omega) * b) / math.sin(float(omega))
-
-
-def path_metrics(feats: torch.Tensor, probs: torch.Tensor, ends: tuple[int, int]) -> dict:
-    """Smoothness of a path of S frames from their classifier features (S, F) and class probabilities (S, C).
-
-    path_length: sum of the distances between consecutive frames over the endpoints' distance (1: a straight
-    path); largest_jump: the longest single step over the same distance; off_class_share: the share of frames
-    whose predicted class is neither of `ends` (the endpoints' classes).
-    """
-    steps = (feats[1:] - feats[:-1]).double().norm(dim=1)  # (S - 1,)
-    span = float((feats[-1] - feats[0]).double().norm())
-    conf, cls = probs.max(1)
-    span = max(span, 1e-12)
-    return {"path_length": float(steps.sum()) / span, "largest_jump": float(steps.max()) / span,
-            "confidence": [round(float(c), 4) for c in conf], "min_confidence": float(conf.min()),
-            "mean_confidence": float(conf.mean()),
-            "off_class_share": float(((cls != ends[0]) & (cls != ends[1])).double().mean()),
-            "classes": [int(c) for c in cls]}

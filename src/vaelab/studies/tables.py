@@ -101,6 +101,9 @@ def structure_values(st: dict) -> dict[str, float]:
         if f"on_{on}" in st:
             out[f"kl_fit_{on}"] = st[f"on_{on}"]["kl_gaussian_fit"]
             out[f"mmd_{on}"] = st[f"on_{on}"]["mmd2"]
+    if "interpolation" in st:
+        out["path_length"] = st["interpolation"]["path_length"]
+        out["path_jump"] = st["interpolation"]["largest_jump"]
     return out
 
 
@@ -147,7 +150,8 @@ COLUMNS = [  # (metric, header, format); lower is better unless marked in HIGHER
     ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("density", "density", "{:.3f}"),
     ("coverage", "coverage", "{:.3f}"), ("knn_accuracy", "k-NN acc.", "{:.3f}"),
     ("prior_holes", "prior holes", "{:.3f}"), ("kl_fit_z", "KL(q(z) fit, N(0,I))", "{:.2f}"),
-    ("mmd_z", "MMD² q(z), N(0,I)", "{:.4f}"), ("train_seconds", "train s", "{:.0f}"),
+    ("mmd_z", "MMD² q(z), N(0,I)", "{:.4f}"), ("path_length", "path length", "{:.3f}"),
+    ("train_seconds", "train s", "{:.0f}"),
 ]
 HIGHER = {"precision", "recall", "density", "coverage", "classifier_score", "knn_accuracy", "active_units"}
 FORMAT = {name: fmt for name, _, fmt in COLUMNS} | {"classifier_score": "{:.2f}"}
@@ -277,7 +281,17 @@ def structure_verdict(by_beta: list[Row]) -> list[str]:
             f"against beta 1, prior holes {holes_low}; beta {names(high)} against beta 1, prior holes {holes_high}, "
             f"KL {kl_high}, MMD² {mmd_high}.",
             f"The report's beta claims: beta < 1 leaving more holes {HOLDS[more_holes]}; beta > 1 giving a more regular latent (its aggregate "
-            f"posterior closer to the prior) {HOLDS[regular]} by these numbers."]
+            f"posterior closer to the prior) {HOLDS[regular]} by these numbers.", *smoothness_verdict(low, high, ref)]
+
+
+def smoothness_verdict(low: list[Row], high: list[Row], ref: Row) -> list[str]:
+    """A sentence on the interpolation path length (lerp of mu, in classifier features) against beta 1, if measured."""
+    if any(r.mean("path_length") is None for r in (*low, *high, ref)):
+        return []
+    low_text, _ = compared(low, ref, "path_length", "longer", "shorter")
+    high_text, _ = compared(high, ref, "path_length", "longer", "shorter")
+    return [f"Interpolation between test digits of different classes (lerp of mu; path length in the reference "
+            f"classifier's features, 1 = straight): beta < 1 against beta 1, {low_text}; beta > 1, {high_text}."]
 
 
 def verdict(study: str, rows: list[Row]) -> str:
