@@ -164,3 +164,22 @@ def test_ema_follows_the_weights_with_warmup():
     for _ in range(5000):
         ema.update(net)
     assert ema.shadow["weight"].item() == pytest.approx(1.0, abs=1e-2)
+
+
+def test_cpu_bf16_and_min_snr_options_reach_the_run(tmp_path, tiny_data, capsys):
+    """--cpu-bf16 trains under bfloat16 autocast on the CPU (close to float32, not equal); --loss min_snr is saved."""
+    runs = {}
+    for name, extra in (("fp32", []), ("bf16", ["--cpu-bf16"]), ("snr", ["--loss", "min_snr", "--snr-gamma", "2"])):
+        runs[name] = tmp_path / name
+        code, _, err = vaelab(capsys, "ddpm", "train", "--profile", "quick", "--epochs", "1", *TINY, *extra,
+                              "--out", runs[name], "--data-dir", tiny_data)
+        assert code == 0, err
+    cfg = {n: load_json(r / "config.json", DDPMConfig) for n, r in runs.items()}
+    assert not cfg["fp32"].train.amp_cpu and cfg["bf16"].train.amp_cpu and cfg["fp32"].train.loss == "simple"
+    assert cfg["snr"].train.loss == "min_snr" and cfg["snr"].train.snr_gamma == 2.0
+    mse = {n: json.loads((r / "metrics.jsonl").read_text())["train_mse"] for n, r in runs.items()}
+    assert mse["bf16"] != mse["fp32"] and mse["bf16"] == pytest.approx(mse["fp32"], rel=0.05), mse
+    assert mse["snr"] < mse["fp32"]  # every weight is <= 1, most of them well below
+    code, _, err = vaelab(capsys, "ddpm", "train", "--profile", "quick", *TINY, "--loss", "min_snr",
+                          "--snr-gamma", "0", "--out", tmp_path / "bad", "--data-dir", tiny_data)
+    assert code == 2 and "snr_gamma must be a positive" in err and "Traceback" not in err

@@ -218,3 +218,40 @@ def test_sample_loop_visits_every_step_and_clips():
                     keep=lambda t, x: seen.append(t))
     assert seen == spaced_steps(1000, 4)[1:] + [-1] and x.abs().max() <= 1
     assert set(SAMPLERS) == {"ddpm", "ddim"}
+
+
+def test_min_snr_weights_against_an_independent_computation():
+    from vaelab.diffusion.train import loss_weights
+    s = NoiseSchedule("linear", 1000)
+    assert loss_weights(s, "simple", 5.0) is None
+    w = loss_weights(s, "min_snr", 5.0).double()
+    ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))  # the annex schedule, in numpy
+    snr = ab / (1 - ab)
+    want = np.where(snr > 5.0, 5.0 / snr, 1.0)
+    assert np.allclose(w.numpy(), want, rtol=1e-5)
+    assert w[0] < 1e-3 and w[-1] == 1.0  # nearly clean images weigh little; noisy ones as in L_simple
+
+
+def test_min_snr_loss_is_the_weighted_mean_squared_error_and_simple_is_unchanged():
+    from vaelab.diffusion.train import ddpm_compute, loss_weights
+    s = NoiseSchedule("linear", 50)
+    net = UNet("4-8", 8)
+    x = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)
+    idx = torch.arange(8)
+    w = loss_weights(s, "min_snr", 2.0)
+
+    def parts(weights):  # the loss, and the same draws of t and eps redone by hand
+        torch.manual_seed(3)
+        loss, record = ddpm_compute(net, s, x, amp=False, weights=weights)(idx)
+        torch.manual_seed(3)
+        x0 = x[idx].float() / 255 * 2 - 1
+        t = torch.randint(0, s.T, (8,))
+        eps = torch.randn_like(x0)
+        err = (net(s.add_noise(x0, t, eps), t) - eps).square().mean(dim=(1, 2, 3))  # (B,)
+        return loss, record, err, t
+
+    loss, record, err, t = parts(None)
+    assert torch.allclose(loss, err.mean(), rtol=1e-5) and record.shape == (1,)
+    loss_w, _, err_w, t_w = parts(w)
+    assert torch.allclose(loss_w, (w[t_w] * err_w).mean(), rtol=1e-5)
+    assert not torch.allclose(loss_w, loss)

@@ -1,15 +1,20 @@
 """The executor seam: the sweep drives any Executor (here a scripted in-memory one), and LocalExecutor keeps
 its end of the contract (commands, environment, log, SIGTERM on cancel)."""
 
+import fcntl
 import json
+import os
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 import vaelab.studies.sweep as sweep
+from vaelab.studies import ray_executor
 from vaelab.cli.report import ddpm_versus
+from vaelab.errors import VaelabError
 from vaelab.studies.executors import Executor, Job, JobResult, LocalExecutor, run_job
 from vaelab.studies.sweep import SweepLock, parse_spec, run_sweep
 
@@ -215,3 +220,35 @@ def test_ddpm_versus_trains_the_ddpm_through_the_executor(tmp_path):
     ex = FakeExecutor(lambda job: 0)  # trained, but there is no evaluated VAE to compare it with
     assert ddpm_versus(tmp_path, "quick", None, executor=ex) == ["ddpm/comparison (no evaluated VAE)"]
     assert ex.jobs[0].options == {"profile": "quick", "resume": True}
+
+
+def test_a_ray_tasks_run_lock_is_held_by_its_process_after_the_task_lets_go(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    job = Job("train", (run,))
+    stack = ExitStack()
+    record, locks = ray_executor.lock_runs(job, stack)
+    assert record == run / ray_executor.ATTEMPTS and len(locks) == 1
+    executor = ray_executor.TaskExecutor(1, {}, locks)
+    executor.argv = lambda job: [sys.executable, "-c", "import time; time.sleep(60)"]  # a stale training process
+    handle = executor.submit(job)
+
+    def locked() -> bool:
+        fd = os.open(record, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    try:
+        stack.close()  # the task (a killed worker) lets go of its descriptors ...
+        assert locked()  # ... but its process still holds the run: a retry would wait for it
+        with pytest.raises(VaelabError, match="still used by another process"):
+            ray_executor.lock_runs(job, ExitStack(), wait=0.3)
+    finally:
+        handle.proc.kill()
+        handle.proc.wait()
+    assert not locked()

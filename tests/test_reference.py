@@ -88,7 +88,7 @@ def test_a_tampered_weights_file_is_refused_even_with_a_matching_sidecar(tmp_pat
     raw = bytearray(w.read_bytes())
     raw[-5] ^= 0x01  # one bit of one weight
     w.write_bytes(bytes(raw))
-    with pytest.raises(VaelabError, match="corrupt"):  # the sidecar's checksum catches it
+    with pytest.raises(VaelabError, match="corrupt.*reinstall vaelab"):  # the sidecar's checksum catches it
         reference.pinned(MNIST)
     info = json.loads((folder / classifier.INFO).read_text())
     info["sha256"] = classifier.sha256_file(w)  # a consistent forgery: only the pin in the code catches it
@@ -96,6 +96,21 @@ def test_a_tampered_weights_file_is_refused_even_with_a_matching_sidecar(tmp_pat
     with pytest.raises(VaelabError, match="not the pinned"):
         reference.pinned(MNIST)
     assert reference.check_pins()["mnist"] == "sha256 differs from the pin"
+
+
+@pytest.mark.parametrize("name", [reference.STATS, reference.ANCHORS])
+def test_tampered_statistics_or_anchors_are_refused(tmp_path, monkeypatch, name):
+    folder = copy_shipped(tmp_path, monkeypatch)
+    assert reference.check_pins() == {}
+    raw = bytearray((folder / name).read_bytes())
+    raw[-3] ^= 0x01  # one bit: a covariance entry, or a digit of an anchor
+    (folder / name).write_bytes(bytes(raw))
+    with pytest.raises(VaelabError, match=f"{name}.*not the pinned file.*reinstall"):
+        reference.pinned(MNIST)
+    assert reference.check_pins()["mnist"] == f"{name} differs from its pin"
+    (folder / name).unlink()
+    with pytest.raises(VaelabError, match="missing"):
+        reference.pinned(MNIST)
 
 
 def save_npy(path: Path, a) -> Path:

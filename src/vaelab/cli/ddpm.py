@@ -15,7 +15,7 @@ from vaelab.cli.common import (add_dataset, add_tensorboard, dataset_of, finite_
 from vaelab.cli import invert
 from vaelab.config import load_json
 from vaelab.data.images import Images, load
-from vaelab.diffusion.config import PROFILES, DDPMConfig, extend, profile_config
+from vaelab.diffusion.config import LOSSES, PROFILES, DDPMConfig, extend, profile_config
 from vaelab.diffusion.figures import all_figures, progress_grid, samples_grid
 from vaelab.diffusion.sample import generate, sampler_label
 from vaelab.diffusion.schedule import SAMPLERS, SCHEDULES
@@ -28,7 +28,8 @@ from vaelab.errors import RunError, VaelabError
 # option name -> dotted config key it overrides (only options actually given override the profile)
 OVERRIDES = {"epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
              "ema_decay": "train.ema_decay", "seed": "train.seed", "device": "train.device",
-             "widths": "model.widths", "schedule": "schedule.kind", "timesteps": "schedule.timesteps"}
+             "widths": "model.widths", "schedule": "schedule.kind", "timesteps": "schedule.timesteps",
+             "loss": "train.loss", "snr_gamma": "train.snr_gamma", "warmup_steps": "train.warmup_steps"}
 
 
 def pick_profile(name: str, device: str) -> str:
@@ -44,7 +45,9 @@ def config_from_args(args):
     overrides = {key: getattr(args, opt) for opt, key in OVERRIDES.items() if getattr(args, opt) is not None}
     overrides["dataset"] = dataset_of(args)
     if args.no_amp:
-        overrides["train.amp"] = False
+        overrides["train.amp"] = overrides["train.amp_cpu"] = False
+    if args.cpu_bf16:
+        overrides["train.amp_cpu"] = True
     return profile_config(pick_profile(args.profile, args.device or "auto"), overrides)
 
 
@@ -211,7 +214,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--timesteps", type=positive_int, default=None, help="diffusion steps T (default 1000)")
     t.add_argument("--seed", type=nonneg_int, default=None, help="seed of weights, data order and noise (default 0)")
     t.add_argument("--device", default=None, help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
-    t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA (float32 throughout)")
+    t.add_argument("--warmup-steps", type=nonneg_int, default=None,
+                   help="steps over which the lr rises linearly from 0 (default from the profile)")
+    t.add_argument("--loss", choices=list(LOSSES), default=None,
+                   help="simple: Ho et al.'s unweighted eps loss, as the annex; min_snr: each t weighted by "
+                        "min(SNR_t, gamma) / SNR_t (Hang et al. 2023) (default from the profile)")
+    t.add_argument("--snr-gamma", type=finite_float, default=None, help="gamma of --loss min_snr (default 5)")
+    t.add_argument("--cpu-bf16", action="store_true",
+                   help="bfloat16 autocast of the training step on the CPU too (1.5-2.3x faster on CPUs with "
+                        "native bf16; default from the profile)")
+    t.add_argument("--no-amp", action="store_true", help="no mixed precision, on CUDA or the CPU (float32 throughout)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last completed epoch (its saved config is used; "
                         "--epochs may raise the target)")

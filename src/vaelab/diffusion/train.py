@@ -111,20 +111,35 @@ def eval_mse(model, schedule: NoiseSchedule, batch: tuple, amp: bool, size: int 
     return total.item() / eps.numel()
 
 
+def loss_weights(schedule: NoiseSchedule, loss: str, gamma: float) -> torch.Tensor | None:
+    """Per-step weights w_t (T,) of the eps loss: None for L_simple; min(SNR_t, gamma) / SNR_t for min_snr
+    (Hang et al. 2023, eq. for eps prediction), SNR_t = alpha_bar_t / (1 - alpha_bar_t)."""
+    if loss == "simple":
+        return None
+    ab = torch.cumprod(1 - schedule.betas.double(), 0)  # not the float32 alpha_bar: 1 - ab_0 = 1e-4 needs float64
+    snr = ab / (1 - ab)  # (T,)
+    return (snr.clamp(max=gamma) / snr).float()
+
+
 def ddpm_compute(model: UNet, schedule: NoiseSchedule, x_train: torch.Tensor, amp: bool,
-                 world: World = SINGLE) -> Compute:
-    """L_simple on the batch x_train[idx] (this rank's slice of it under DDP): a random t and eps per
-    image; (loss, record [the whole batch's loss])."""
+                 world: World = SINGLE, weights: torch.Tensor | None = None) -> Compute:
+    """The eps loss on the batch x_train[idx] (this rank's slice of it under DDP): a random t and eps per
+    image, each image's squared error weighted by weights[t] (None: L_simple); (loss, record [the whole
+    batch's loss])."""
     def compute(idx: torch.Tensor):
         x0 = to_signed(x_train[distributed.shard(idx, world)])  # (B, 1, 28, 28) in [-1, 1]; B: this rank's share
         t = torch.randint(0, schedule.T, (len(x0),), device=x0.device)  # (B,)
         eps = torch.randn_like(x0)
         with torch.autocast(x0.device.type, torch.bfloat16, enabled=amp):
             pred = model(schedule.add_noise(x0, t, eps), t)
+        if weights is None and world.size == 1:  # L_simple, as the annex
+            loss = F.mse_loss(pred.float(), eps)
+            return loss, loss.detach().reshape(1)
+        total = (F.mse_loss(pred.float(), eps, reduction="sum") if weights is None else
+                 (F.mse_loss(pred.float(), eps, reduction="none") * weights[t].view(-1, 1, 1, 1)).sum())
         if world.size > 1:  # the mean over the whole batch, not this rank's slice (see distributed.mean_share)
-            return distributed.mean_share(F.mse_loss(pred.float(), eps, reduction="sum"),
-                                          len(idx) * math.prod(x_train.shape[1:]), world)
-        loss = F.mse_loss(pred.float(), eps)
+            return distributed.mean_share(total, len(idx) * math.prod(x_train.shape[1:]), world)
+        loss = total / eps.numel()
         return loss, loss.detach().reshape(1)
     return compute
 
@@ -146,7 +161,7 @@ def train_ddpm(run_dir: Path, cfg: DDPMConfig, data: Images, resume: bool = Fals
     Under DDP, `world` and `device` are distributed.init's (this rank's place and its device)."""
     tc = cfg.train
     device = device if device is not None else pick_device(tc.device)
-    amp = tc.amp and device.type == "cuda"
+    amp = tc.amp and device.type == "cuda" or tc.amp_cpu and device.type == "cpu"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
     torch.manual_seed(tc.seed)
@@ -169,7 +184,8 @@ def train_ddpm(run_dir: Path, cfg: DDPMConfig, data: Images, resume: bool = Fals
 
     clip = (lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)) if tc.grad_clip > 0 else None
     net = distributed.wrap(model, world, device)  # DDP averages the gradients in backward; alone, the model
-    step = step_function(ddpm_compute(net, schedule, x_train, amp, world), opt, device, tc.batch_size, graphs,
+    weights = loss_weights(schedule, tc.loss, tc.snr_gamma)
+    step = step_function(ddpm_compute(net, schedule, x_train, amp, world, weights), opt, device, tc.batch_size, graphs,
                          clip=clip, before=warmup_lr, after=lambda: ema.update(model))
 
     def records(epoch: int, train: torch.Tensor) -> list[dict]:

@@ -34,6 +34,14 @@ PINNED = {
     "mnist": "d9987e41fc3e09f2a6e80d00eeb18605ee4bf3732b36ad8b31edaef135e4b80a",  # test accuracy 99.43%
     "fashion-mnist": "f66ef9ec45e89e915b4f3387d4b9e42f782a5327c37f0cbb072437ff9a4833a5",  # test accuracy 90.92%
 }
+# sha256 of the statistics and anchors shipped beside them: FD-LeNet and the anchors are read from these files,
+# so a changed byte would change every score silently; pinned like the weights (updated only with them)
+PINNED_FILES = {
+    "mnist": {"test_stats.safetensors": "62ced8a0535816798b2db36ebd3696af7cc81e0f576346f495a9639ad732dd5a",
+              "anchors.json": "2a88819c492f47833f265c5cdb021a711a8306709d07f96986d47ec32779e7e2"},
+    "fashion-mnist": {"test_stats.safetensors": "89acb67e452f0b426dd559007391482f557c02ce122d9be2a27cb025ad125b37",
+                      "anchors.json": "b74caadb9a700b0bcc79cb1f83cb878a3f75860d1d9bb69e2f387cf98dbfbdb1"},
+}
 # (N generated, N reference) pairs whose anchors ship with the classifiers: the default, --quick and the protocol's
 STANDARD_N = ((10000, 10000), (5000, 10000), (1000, 10000), (1000, 1000))
 
@@ -82,10 +90,17 @@ def write_stats(folder: Path, mu: torch.Tensor, sigma: torch.Tensor, test_x: tor
 def pinned(dataset: Dataset, device: torch.device | str = "cpu") -> ReferenceClassifier:
     """The shipped classifier of `dataset` with its test statistics; VaelabError if its bytes are not the pinned ones."""
     folder = shipped_folder(dataset)
-    clf = load(folder, device, dataset)  # checks the sidecar's sha256 and format
+    try:
+        clf = load(folder, device, dataset)  # checks the sidecar's sha256 and format
+    except VaelabError as e:  # retraining would not repair the package's own file
+        raise VaelabError(f"{str(e).split('; run `')[0]}; the package was changed: reinstall vaelab") from None
     if clf.sha256 != PINNED[dataset.name]:
         raise VaelabError(f"the shipped {dataset.title} classifier in {folder} has sha256 {clf.sha256[:12]}, not the "
                           f"pinned {PINNED[dataset.name][:12]}: the file was changed; reinstall vaelab")
+    for name, digest in PINNED_FILES.get(dataset.name, {}).items():
+        if not (folder / name).is_file() or sha256_file(folder / name) != digest:
+            raise VaelabError(f"the shipped {dataset.title} {name} in {folder} is missing or not the pinned file "
+                              f"(sha256 {digest[:12]}): the package was changed; reinstall vaelab")
     clf.pinned = True
     clf.test_stats = read_stats(folder)
     return clf
@@ -142,4 +157,7 @@ def check_pins() -> dict[str, str]:
             bad[name] = "missing"
         elif sha256_file(w) != digest:
             bad[name] = "sha256 differs from the pin"
+        for file, want in PINNED_FILES.get(name, {}).items():
+            if name not in bad and (not (SHIPPED / name / file).is_file() or sha256_file(SHIPPED / name / file) != want):
+                bad[name] = f"{file} differs from its pin"
     return bad

@@ -148,6 +148,7 @@ class LocalExecutor:
         self.slots = jobs
         self.threads = threads or threads_per_job(jobs)
         self.python = python
+        self.pass_fds: tuple[int, ...] = ()  # descriptors the job's process inherits (the Ray task's run locks)
 
     def __str__(self) -> str:
         return f"{self.slots} job(s), {self.threads} thread(s) each"
@@ -167,7 +168,7 @@ class LocalExecutor:
         env = {**os.environ, "VAELAB_THREADS": str(job.threads or self.threads), "PYTHONUNBUFFERED": "1"}
         log = open(job.log, "a") if job.log is not None else None
         try:
-            proc = subprocess.Popen(self.argv(job), env=env, stdout=log,
+            proc = subprocess.Popen(self.argv(job), env=env, stdout=log, pass_fds=self.pass_fds,
                                     stderr=subprocess.STDOUT if log is not None else None)
         except BaseException:
             if log is not None:

@@ -7,8 +7,9 @@ process with VAELAB_THREADS = cpus_per_run, so a task resumes a partial run from
 run folders stay the unit of truth. They must be on a filesystem every node sees, at the same absolute path.
 
 Faults. A task whose worker dies (killed process, lost node) is retried by Ray (`max_retries`); the
-vaelab process of the dead worker dies with it (PR_SET_PDEATHSIG), and each task holds an flock on its
-run folders, so a retry (or a rerun after the driver was killed) never trains beside a stale process.
+vaelab process of the dead worker dies with it (PR_SET_PDEATHSIG, Linux), and each task holds an flock on
+its run folders that its vaelab process inherits: a stale process keeps the lock until it exits, so a retry
+(or a rerun after the driver was killed) waits for it instead of training beside it.
 Every attempt appends a line to RUN/.ray-attempts (submission token, node id, worker pid): a JobResult
 with attempts > 1 says the job was retried. cancel() is ray.cancel: the task gets KeyboardInterrupt,
 SIGTERMs its vaelab process, which saves its last epoch, and the run folder stays resumable.
@@ -64,20 +65,24 @@ def import_ray():
 class TaskExecutor(LocalExecutor):
     """LocalExecutor inside a Ray task: its process dies with the worker and gets the driver's environment."""
 
-    def __init__(self, threads: int, env: dict[str, str]):
+    def __init__(self, threads: int, env: dict[str, str], locks: tuple[int, ...] = ()):
         super().__init__(jobs=1, threads=threads)
         self.env = env
+        self.pass_fds = locks  # the vaelab process holds the run locks too: they outlive a killed worker
 
     def argv(self, job: Job) -> list[str]:
         """The local command line, behind CHILD."""
         return [self.python, "-c", CHILD, str(os.getpid()), json.dumps(self.env), *super().argv(job)]
 
 
-def lock_runs(job: Job, stack: ExitStack, wait: float = LOCK_WAIT) -> Path:
-    """Hold an flock on the .ray-attempts file of each run of `job` (sorted, so two tasks never deadlock)."""
+def lock_runs(job: Job, stack: ExitStack, wait: float = LOCK_WAIT) -> tuple[Path, tuple[int, ...]]:
+    """Hold an flock on the .ray-attempts file of each run of `job` (sorted, so two tasks never deadlock);
+    the attempts file and the locked descriptors (for the job's process to inherit)."""
+    fds = []
     for run in sorted(job.runs):
         fd = os.open(run / ATTEMPTS, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         stack.callback(os.close, fd)
+        fds.append(fd)
         t0 = time.monotonic()
         while True:
             try:
@@ -89,7 +94,7 @@ def lock_runs(job: Job, stack: ExitStack, wait: float = LOCK_WAIT) -> Path:
                 time.sleep(0.5)
             except OSError:  # a filesystem without locks: go on unguarded (the driver's lock still holds)
                 break
-    return job.runs[0] / ATTEMPTS
+    return job.runs[0] / ATTEMPTS, tuple(fds)
 
 
 def attempts(path: Path, token: str) -> int:
@@ -108,13 +113,13 @@ def attempt(job: Job, threads: int, env: dict[str, str], token: str) -> tuple[in
                    "filesystem every node sees)"), 1
     with ExitStack() as stack:
         try:
-            record = lock_runs(job, stack)
+            record, locks = lock_runs(job, stack)
         except VaelabError as e:
             return 4, str(e), 1
         node = import_ray().get_runtime_context().get_node_id()
         with open(record, "a") as f:  # its line comes before the work: a worker killed now still counts
             f.write(f"{token} {node} {os.getpid()} {time.time():.0f}\n")
-        result = run_job(TaskExecutor(threads, env), job, every=0.1)
+        result = run_job(TaskExecutor(threads, env, locks), job, every=0.1)
         return result.code, result.reason, attempts(record, token)
 
 
