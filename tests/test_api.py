@@ -107,6 +107,13 @@ def test_a_ddpm_trains_loads_and_samples(tmp_path, tiny_mnist):
     ddpm = vaelab.train_ddpm(out=tmp_path / "ddpm", profile="quick", data_dir=tiny_mnist, train__epochs=1,
                              model__widths="4-8", schedule__timesteps=50, train__batch_size=64, train__device="cpu")
     assert isinstance(ddpm, vaelab.DDPMModel) and ddpm.config["model"]["widths"] == "4-8"
+    cli = tmp_path / "cli"  # the CLI's run folder for the same settings: the same files, the same weights
+    assert main(["ddpm", "train", "--profile", "quick", "--epochs", "1", "--widths", "4-8", "--timesteps", "50",
+                 "--batch-size", "64", "--device", "cpu", "--out", str(cli), "--data-dir", str(tiny_mnist)]) == 0
+    assert {p.name for p in cli.iterdir()} == {p.name for p in ddpm.path.iterdir()}
+    assert (ddpm.path / "samples.png").is_file()
+    a, b = (load_weights(d / "model.safetensors") for d in (cli, ddpm.path))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     x = vaelab.load(ddpm.path).sample(3, sampler="ddim", steps=5, seed=0)
     assert x.shape == (3, 1, 28, 28) and 0 <= float(x.min()) and float(x.max()) <= 1
     assert torch.equal(x, ddpm.sample(3, sampler="ddim", steps=5, seed=0))

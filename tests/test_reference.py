@@ -209,6 +209,17 @@ def test_a_folder_of_pngs_reads_as_the_same_images_as_the_array(tmp_path):
         read_images(folder)
 
 
+def test_sixteen_bit_pngs_are_scaled_not_clipped(tmp_path):
+    from PIL import Image
+    a = np.random.default_rng(1).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    folder = tmp_path / "pngs16"
+    folder.mkdir()
+    for i, img in enumerate(a):
+        Image.fromarray(img.astype(np.uint16) * 257).save(folder / f"{i}.png")  # the same pixels on 16 bits
+    assert Image.open(folder / "0.png").mode.startswith("I")
+    assert torch.equal(read_images(folder), torch.from_numpy(a[:, None].astype(np.float32) / 255))
+
+
 def test_score_of_a_runs_samples_equals_its_evaluation(mnist, tmp_path):
     run = make_run(tmp_path / "run", synthetic_mnist())  # a tiny dense VAE: the numbers, not the model, matter
     s = evaluate.Settings(test_images=200, iwae_k=2, iwae_images=20, n_samples=N, n_ref=10000, probe_train=500, seed=3)

@@ -135,6 +135,26 @@ def test_measure_and_write_on_tiny_runs(tmp_path):
     assert "| VAE | mu |" in paths[1].read_text() and all(p.is_file() for p in paths)
 
 
+def test_the_cli_on_tiny_runs_writes_its_files_and_prints_the_table(tmp_path, tiny_mnist, capsys):
+    """`vaelab represent VAE DDPM --quick` end to end: the four files, the table on stdout, progress on stderr."""
+    from vaelab.data.images import load
+    data = load("mnist", tiny_mnist)
+    vae, ddpm = tiny_vae_run(tmp_path / "vae", data), tiny_ddpm_run(tmp_path / "ddpm", data)
+    assert main(["represent", str(vae), str(ddpm), "--out", str(tmp_path / "rep"), "--quick",
+                 "--data-dir", str(tiny_mnist), "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("#") and "| VAE | mu |" in out and "s in all" in out
+    assert "probes" in err.lower() and "| VAE |" not in err  # progress lines stay out of the table
+    saved = json.loads((tmp_path / "rep" / "representations.json").read_text())
+    assert saved["budget"]["ts"] == list(study.QUICK.ts) and {r["model"] for r in saved["probes"]} == {"VAE", "DDPM"}
+    assert {p.name for p in (tmp_path / "rep").iterdir()} >= {"representations.json", "representations.md",
+                                                              "probes.png", "interpolation.png"}
+    assert main(["represent", str(ddpm), str(vae), "--out", str(tmp_path / "bad"), "--quick",
+                 "--data-dir", str(tiny_mnist)]) == 4  # the runs swapped: one clear error, no traceback
+    err = capsys.readouterr().err
+    assert "holds a DDPM run, not a VAE" in err and "Traceback" not in err
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (REAL_RUNS / "conv10").is_dir() or not os.environ.get("VAELAB_DATA"),
                     reason="needs runs/conv10, runs/ddpm-quick-s0 and the real MNIST files")

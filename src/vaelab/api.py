@@ -16,8 +16,9 @@ from pathlib import Path
 
 from vaelab.config import from_dict, load_json, with_overrides
 from vaelab.data.images import load as load_images
-from vaelab.diffusion.config import DDPMConfig, extend, profile_config
-from vaelab.diffusion.train import open_ddpm, train_ddpm as train_ddpm_run
+from vaelab.diffusion.config import DDPMConfig, auto_profile, extend, profile_config
+from vaelab.diffusion.figures import progress_grid
+from vaelab.diffusion.train import build_schedule, open_ddpm, train_ddpm as train_ddpm_run
 from vaelab.engine import tblog
 from vaelab.engine.runs import CONFIG, pick_device, prepare_new, read_kind, write_config
 from vaelab.errors import RunError, VaelabError
@@ -114,11 +115,14 @@ def train(config=None, out="runs/vae", resume: bool = False, data_dir=None, tens
 
 def train_ddpm(config=None, out="runs/ddpm", profile: str = "auto", resume: bool = False, data_dir=None,
                tensorboard: bool = False, **overrides) -> DDPMModel:
-    """Train a DDPM into `out` (as `vaelab ddpm train`, without the progress grid) and return it opened.
+    """Train a DDPM into `out` (as `vaelab ddpm train`: the same run folder, samples.png after each epoch) and
+    return it opened.
 
     config: a DDPMConfig or its dict, else `profile` ('full', 'quick', or 'auto': full on CUDA, quick on CPU);
     overrides: dotted config keys with '__' for '.', e.g. train__epochs=1, model__widths="8-16-32-64".
     """
+    if tensorboard:
+        tblog.require()  # before any work: say how to install it
     out = Path(out)
     dotted = {k.replace("__", "."): v for k, v in overrides.items()}
     if resume:
@@ -135,13 +139,16 @@ def train_ddpm(config=None, out="runs/ddpm", profile: str = "auto", resume: bool
             cfg = with_overrides(cfg, dotted).validate()
         else:
             if profile == "auto":
-                profile = "full" if pick_device(dotted.get("train.device", "auto")).type == "cuda" else "quick"
+                profile = auto_profile(pick_device(dotted.get("train.device", "auto")).type == "cuda")
             cfg = profile_config(profile, dotted)
         prepare_new(out)
     data = load_images(cfg.dataset, data_dir)
     if not resume:
         write_config(out, cfg, {"data_source": str(data.source)})
-    train_ddpm_run(out, cfg, data, resume=resume, tensorboard=tensorboard)
+    device = pick_device(cfg.train.device)
+    schedule = build_schedule(cfg).to(device)
+    on_epoch = lambda epoch, model: progress_grid(out, epoch, model, schedule, device, amp=cfg.train.amp)  # noqa: E731
+    train_ddpm_run(out, cfg, data, resume=resume, on_epoch=on_epoch, device=device, tensorboard=tensorboard)
     return load(out)
 
 

@@ -8,14 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vaelab.cli.common import (add_dataset, add_tensorboard, dataset_of, finite_float, nonneg_int, positive_int,
                                run_dataset)
 from vaelab.cli import invert
 from vaelab.config import load_json
 from vaelab.data.images import Images, load
-from vaelab.diffusion.config import LOSSES, PROFILES, DDPMConfig, extend, profile_config
+from vaelab.diffusion.config import LOSSES, PROFILES, DDPMConfig, auto_profile, extend, profile_config
 from vaelab.diffusion.figures import all_figures, progress_grid, samples_grid
 from vaelab.diffusion.sample import generate, sampler_label
 from vaelab.diffusion.schedule import SAMPLERS, SCHEDULES
@@ -33,11 +32,10 @@ OVERRIDES = {"epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "
 
 
 def pick_profile(name: str, device: str) -> str:
-    """'auto' is 'full' where a CUDA GPU will be used, else 'quick' (full takes hours on a CPU)."""
+    """'auto' is 'full' where a CUDA GPU will be used, else the CPU profile (full takes hours on a CPU)."""
     if name != "auto":
         return name
-    gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return "full" if gpu else "quick"
+    return auto_profile(pick_device(device).type == "cuda")
 
 
 def config_from_args(args):

@@ -62,6 +62,9 @@ def run_studies(args, out: Path, studies: list[str], executor: Executor | None) 
         summary = run_sweep(spec, out / study, args.jobs, args.data_dir, evaluate, overrides, together=args.together,
                             executor=executor)
         failed += [f"{study}/{s['run']}" for s in summary if s["status"].startswith("failed")]
+        retried = [f"{study}/{s['run']} ({s['retries']}x)" for s in summary if s.get("retries")]
+        if retried:
+            print(f"{len(retried)} run(s) retried after their worker died: {', '.join(retried)}", file=sys.stderr)
     if "ddpm" in studies:
         failed += ddpm_versus(out, args.profile, args.data_dir, executor=executor, dataset=args.dataset)
     return failed

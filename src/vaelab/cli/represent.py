@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def cmd_represent(args) -> int:
     budget = QUICK if args.quick else DEFAULT
     data = lambda trained_on: load(run_dataset(trained_on, args.dataset), args.data_dir)  # noqa: E731
     t0 = time.perf_counter()
-    result = measure(Path(args.vae), Path(args.ddpm), data, budget, args.device)
+    result = measure(Path(args.vae), Path(args.ddpm), data, budget, args.device,
+                     log=lambda m: print(m, file=sys.stderr))  # progress apart from the table on stdout
     paths = write(result, Path(args.out))
     print(markdown({k: v for k, v in result.items() if k != "frames"}))
     print(f"{time.perf_counter() - t0:.0f} s in all\n" + "\n".join(str(p) for p in paths))

@@ -67,6 +67,14 @@ def read_array(path: Path, key: str | None) -> np.ndarray:
             raise VaelabError(f"{path}[{key}] is not a plain numeric array ({str(e)[:80]})") from None
 
 
+def sixteen_bit(im: Image.Image, f: Path) -> np.ndarray:
+    """A 16-bit grayscale PNG as uint8, scaled (0..65535 -> 0..255), not clipped as Pillow's convert("L") does."""
+    a = np.asarray(im, dtype=np.int64)
+    if a.min() < 0 or a.max() > 65535:
+        raise VaelabError(f"{f} holds pixel values outside 0..65535: not a 16-bit grayscale image")
+    return np.rint(a / 257).astype(np.uint8)
+
+
 def read_pngs(folder: Path) -> np.ndarray:
     """The .png files of `folder` (sorted by name) as uint8 (N, 28, 28); colour refused unless gray."""
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
@@ -78,7 +86,8 @@ def read_pngs(folder: Path) -> np.ndarray:
     for i, f in enumerate(files):
         try:
             with Image.open(f) as im:
-                a = np.asarray(im.convert("RGB") if im.mode not in ("L", "I;16", "1") else im.convert("L"))
+                a = sixteen_bit(im, f) if im.mode in ("I;16", "I;16B", "I") else np.asarray(
+                    im.convert("RGB") if im.mode not in ("L", "1") else im.convert("L"))
         except (UnidentifiedImageError, OSError) as e:
             raise VaelabError(f"{f} is not a readable PNG ({str(e)[:80]})") from None
         if a.ndim == 3:  # colour: accepted only when the three channels are equal (a gray image saved as RGB)

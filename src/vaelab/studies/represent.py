@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,18 @@ class Budget:
 DEFAULT = Budget()
 QUICK = Budget(pool=600, train=500, test=300, ts=(1, 51, 201), pairs=2, frames=6, steps=10, invert_steps=(5, 10),
                invert_images=4)
+
+
+def fitted(b: Budget, data: Images, log) -> Budget:
+    """The budget shrunk to a dataset smaller than it (a subset, a test folder): the pool to the training images,
+    each seed's train subset in the same proportion of it, the test images to the test set."""
+    pool, test = min(b.pool, len(data.train_x)), min(b.test, len(data.test_x))
+    if (pool, test) == (b.pool, b.test):
+        return b
+    train = max(1, min(b.train, b.train * pool // b.pool))
+    log(f"the dataset holds {len(data.train_x)} training and {len(data.test_x)} test images: probes use a pool of "
+        f"{pool}, {train} per seed, {test} test images")
+    return replace(b, pool=pool, train=train, test=test, invert_images=min(b.invert_images, test))
 
 
 def probe_rows(vae: VAERun, ddpm: DDPMRun, data: Images, b: Budget, log) -> list[dict]:
@@ -154,6 +166,7 @@ def measure(vae_dir: Path, ddpm_dir: Path, data: Data = None, b: Budget = DEFAUL
     if b.train > b.pool:
         raise VaelabError(f"the probes' train subset ({b.train}) must not exceed the pool ({b.pool})")
     data = images_for(vae.cfg.dataset, data, data_dir)
+    b = fitted(b, data, log)
     clf = resolve(data, "cpu")
     seconds, t0 = {}, time.perf_counter()
     log("probes on the VAE's mu and z and on the DDPM's UNet blocks")

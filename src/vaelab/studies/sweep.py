@@ -224,7 +224,8 @@ def run_sweep(spec: Spec, out: Path, jobs: int = 1, data_dir: str | None = None,
         status = {name: {"run": name, "status": "done (earlier)", "seconds": 0.0} for name, _ in runs}
         log(f"sweep {spec.name!r}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run "
             f"({executor}{', runs differing only in beta trained together' if stack else ''}) in {out}")
-        bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=None, file=sys.stderr)
+        bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", unit="run", disable=None,
+                   file=sys.stderr)  # runs done / all of them: a resumed sweep starts where it was
         try:
             Runner(executor, units(runs, todo, stack), lambda names: unit_jobs(out, names, evaluate, data_dir, tensorboard),
                    status, bar, log).run()
