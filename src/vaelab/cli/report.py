@@ -39,6 +39,7 @@ def cmd_reproduce(args) -> int:
     studies = args.studies or [*PROFILES[args.profile], "ddpm"]
     with open_executor(args, out) as executor:
         failed = run_studies(args, out, studies, executor)
+    print("== report", file=sys.stderr)
     md, page = build(out, loader(args.data_dir), NOTES[args.profile])
     minutes = (time.perf_counter() - t0) / 60
     print(f"report: {page}\n        {md}\n({minutes:.1f} minutes)")
@@ -105,6 +106,7 @@ def ddpm_versus(out: Path, profile: str, data_dir, executor: Executor | None = N
     if vae is None:
         return ["ddpm/comparison (no evaluated VAE)"]
     if not (out / "ddpm" / "comparison.json").exists():
+        print("== versus", file=sys.stderr)
         write(compare(vae, run, loader(data_dir), VERSUS_N[profile], log=lambda m: print(m, file=sys.stderr)),
               out / "ddpm")
     if not (out / "ddpm" / REPRESENT / represent.JSON).exists():  # how each represents digits (issue: section 5)
