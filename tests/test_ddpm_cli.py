@@ -151,6 +151,11 @@ def test_profiles_and_config_checks():
             profile_config("quick", bad)
     with pytest.raises(VaelabError, match="profile"):
         profile_config("medium")
+    cpu = PROFILES["cpu"].train
+    assert cpu.amp_cpu and cpu.loss == "min_snr" and PROFILES["cpu"].model.widths == PROFILES["quick"].model.widths
+    assert not PROFILES["full"].train.amp_cpu and PROFILES["full"].train.loss == "simple"  # the annex stays the annex
+    from vaelab.cli.ddpm import pick_profile
+    assert pick_profile("auto", "cpu") == "cpu" and pick_profile("quick", "cpu") == "quick"
 
 
 def test_ema_follows_the_weights_with_warmup():

@@ -118,7 +118,7 @@ def train_ddpm(config=None, out="runs/ddpm", profile: str = "auto", resume: bool
     """Train a DDPM into `out` (as `vaelab ddpm train`: the same run folder, samples.png after each epoch) and
     return it opened.
 
-    config: a DDPMConfig or its dict, else `profile` ('full', 'quick', or 'auto': full on CUDA, quick on CPU);
+    config: a DDPMConfig or its dict, else `profile` ('full', 'quick', 'cpu', or 'auto': full on CUDA, cpu on a CPU);
     overrides: dotted config keys with '__' for '.', e.g. train__epochs=1, model__widths="8-16-32-64".
     """
     if tensorboard:
