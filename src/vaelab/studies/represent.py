@@ -28,6 +28,7 @@ from vaelab.errors import VaelabError
 from vaelab.data.images import Data, images_for
 from vaelab.metrics.quality import features
 from vaelab.metrics.reference import resolve
+from vaelab.metrics.structure import different_class_pairs
 from vaelab.metrics.represent import path_metrics, probe, slerp, unet_blocks, unet_features, vae_latents
 from vaelab.vae.run import VAERun, open_vae
 
@@ -111,15 +112,7 @@ def inversion_rows(ddpm: DDPMRun, data: Images, b: Budget) -> list[dict]:
 
 def pairs_of(data: Images, n: int, seed: int) -> list[tuple[int, int]]:
     """n pairs of test-image indices of different classes, drawn from `seed`."""
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(data.test_y), generator=g)
-    out, i = [], 0
-    while len(out) < n and i + 1 < len(order):
-        a, b = int(order[i]), int(order[i + 1])
-        if data.test_y[a] != data.test_y[b]:
-            out.append((a, b))
-        i += 2
-    return out
+    return different_class_pairs(data.test_y, n, torch.Generator().manual_seed(seed))  # the evaluation's rule
 
 
 @torch.no_grad()
