@@ -54,3 +54,39 @@ def test_reproduce_the_beta_study_writes_the_report(tmp_path, tiny_mnist, monkey
     assert images == 1 + 2 * len(BETAS)  # rate-distortion, then reconstructions and samples of each beta
     for run in runs:
         assert (run / "samples.png").stat().st_size > 1000 and (run / "reconstructions.png").stat().st_size > 1000
+
+
+def test_the_report_note_names_the_beta_studys_actual_seeds():
+    assert "the beta study with 1 seed." in report_cli.profile_note("full", 1)
+    assert "the beta study with 3 seeds." in report_cli.profile_note("full", None)  # the profile's own
+    assert "(beta, 2 seeds)" in report_cli.profile_note("quick", 2)
+
+
+def test_the_full_reproduction_trains_the_cpu_ddpm_without_a_gpu(monkeypatch):
+    import argparse
+
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    local = argparse.Namespace(executor="local", gpus_per_run=None)
+    assert report_cli.DDPM_PROFILE["full"] == "auto" and report_cli.DDPM_PROFILE["quick"] == "quick"
+    assert report_cli.resolve_ddpm_profile("auto", local) == "cpu"
+    assert report_cli.resolve_ddpm_profile("full", local) == "full"  # the annex's stays available
+    ray_gpus = argparse.Namespace(executor="ray", gpus_per_run=0.25)  # the driver has none, the runs do
+    assert report_cli.resolve_ddpm_profile("auto", ray_gpus) == "full"
+
+
+def test_the_comparisons_n_follows_the_profile_the_ddpm_was_trained_with(tmp_path, monkeypatch):
+    run = tmp_path / "ddpm" / "run"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"profile": "cpu"}))
+    seen = []
+    monkeypatch.setattr(report_cli, "is_done", lambda run, evaluate: True)
+    monkeypatch.setattr(report_cli, "best_vae", lambda out: tmp_path / "conv" / "best")
+    monkeypatch.setattr(report_cli, "compare", lambda vae, ddpm, data, n, log: seen.append(n) or {})
+    monkeypatch.setattr(report_cli, "write", lambda result, out: (out / "comparison.json").write_text("{}"))
+    monkeypatch.setattr(report_cli.represent, "write", lambda *a: None)
+    monkeypatch.setattr(report_cli.represent, "measure", lambda *a: None)
+    assert report_cli.ddpm_versus(tmp_path, "full", None) == []  # resumed: the run's own profile (cpu) counts
+    (tmp_path / "ddpm" / "comparison.json").unlink()
+    assert report_cli.ddpm_versus(tmp_path, "full", None, versus_n=123) == []
+    assert seen == [report_cli.VERSUS_N["cpu"], 123]

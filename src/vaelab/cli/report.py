@@ -12,6 +12,8 @@ from pathlib import Path
 from vaelab.cli.common import add_data_dir, add_dataset, add_together, positive_int
 from vaelab.cli.sweep import SHARED, add_executor, open_executor
 from vaelab.data.images import load
+from vaelab.diffusion.config import PROFILES as DDPM_PROFILES, auto_profile
+from vaelab.engine.runs import pick_device
 from vaelab.studies import represent
 from vaelab.errors import VaelabError
 from vaelab.studies.executors import Executor, Job, LocalExecutor, run_job
@@ -28,9 +30,19 @@ PROFILES = {
     "full": {"dense": ({"train.epochs": 10}, {}, 1), "conv": ({"train.epochs": 10}, {}, 1),
              "beta": ({"train.epochs": 10}, {}, 3)},
 }
-NOTES = {"quick": "Profile quick: 2 epochs (dense, conv) and 3 epochs (beta, 3 seeds) instead of 10, and the quick "
-                  "evaluation (2,000 test images for -ELBO, 1,000 samples for FD-LeNet): rankings, not final numbers.",
-         "full": "Profile full: the report's 10 epochs and the default evaluation; the beta study with 3 seeds."}
+NOTES = {"quick": "Profile quick: 2 epochs (dense, conv) and 3 epochs (beta, {beta_seeds}) instead of 10, and the "
+                  "quick evaluation (2,000 test images for -ELBO, 1,000 samples for FD-LeNet): rankings, not final "
+                  "numbers.",
+         "full": "Profile full: the report's 10 epochs and the default evaluation; the beta study with {beta_seeds}."}
+# the DDPM profile each reproduction profile trains by default: quick's own, or (full) the annex's on a GPU and
+# the cpu profile without one (the annex's 40 epochs take hours on a CPU)
+DDPM_PROFILE = {"quick": "quick", "full": "auto"}
+
+
+def profile_note(profile: str, seeds: int | None) -> str:
+    """The report's sentence on the profile, with the beta study's actual number of seeds."""
+    n = seeds or PROFILES[profile]["beta"][2]
+    return NOTES[profile].format(beta_seeds=f"{n} seed{'s' if n != 1 else ''}")
 
 
 def cmd_reproduce(args) -> int:
@@ -40,7 +52,7 @@ def cmd_reproduce(args) -> int:
     with open_executor(args, out) as executor:
         failed = run_studies(args, out, studies, executor)
     print("== report", file=sys.stderr)
-    md, page = build(out, loader(args.data_dir), NOTES[args.profile])
+    md, page = build(out, loader(args.data_dir), profile_note(args.profile, args.seeds))
     minutes = (time.perf_counter() - t0) / 60
     print(f"report: {page}\n        {md}\n({minutes:.1f} minutes)")
     if failed:
@@ -67,11 +79,23 @@ def run_studies(args, out: Path, studies: list[str], executor: Executor | None) 
         if retried:
             print(f"{len(retried)} run(s) retried after their worker died: {', '.join(retried)}", file=sys.stderr)
     if "ddpm" in studies:
-        failed += ddpm_versus(out, args.profile, args.data_dir, executor=executor, dataset=args.dataset)
+        ddpm_profile = resolve_ddpm_profile(args.ddpm_profile or DDPM_PROFILE[args.profile], args)
+        failed += ddpm_versus(out, ddpm_profile, args.data_dir, executor=executor, dataset=args.dataset,
+                              versus_n=args.versus_n)
     return failed
 
 
-VERSUS_N = {"quick": 500, "full": 5000}  # images per generator in the VAE-vs-DDPM comparison
+# images per generator in the VAE-vs-DDPM comparison, by the DDPM's profile: DDPM-1000 draws about 1 image/s
+# from the cpu profile's UNet on 2 CPU cores, so N = 5,000 would take 1.5 hours there
+VERSUS_N = {"quick": 500, "cpu": 500, "full": 5000}
+
+
+def resolve_ddpm_profile(name: str, args) -> str:
+    """'auto' as the DDPM profile that will train: full where the runs get a CUDA GPU, else the cpu one."""
+    if name != "auto":
+        return name
+    gpu = pick_device("auto").type == "cuda" or (getattr(args, "executor", "local") == "ray" and (args.gpus_per_run or 0) > 0)
+    return auto_profile(gpu)
 REPRESENT = "represent"  # the folder of `vaelab represent`'s files under DIR/ddpm
 
 
@@ -91,8 +115,9 @@ def loader(data_dir):
 
 
 def ddpm_versus(out: Path, profile: str, data_dir, executor: Executor | None = None,
-                dataset: str | None = None) -> list[str]:
-    """Train the DDPM (resumably, as a job of `executor`) and compare it with the best VAE; failures as names."""
+                dataset: str | None = None, versus_n: int | None = None) -> list[str]:
+    """Train the DDPM of `profile` (resumably, as a job of `executor`) and compare it with the best VAE on
+    versus_n images each (default: by the profile the run was trained with); failures as names."""
     run = out / "ddpm" / "run"
     if not is_done(run, evaluate=False):
         print("== DDPM", file=sys.stderr)
@@ -107,7 +132,9 @@ def ddpm_versus(out: Path, profile: str, data_dir, executor: Executor | None = N
         return ["ddpm/comparison (no evaluated VAE)"]
     if not (out / "ddpm" / "comparison.json").exists():
         print("== versus", file=sys.stderr)
-        write(compare(vae, run, loader(data_dir), VERSUS_N[profile], log=lambda m: print(m, file=sys.stderr)),
+        trained = json.loads((run / "config.json").read_text()).get("profile", profile)  # a resumed run's own
+        n = versus_n or VERSUS_N.get(trained, VERSUS_N["full"])
+        write(compare(vae, run, loader(data_dir), n, log=lambda m: print(m, file=sys.stderr)),
               out / "ddpm")
     if not (out / "ddpm" / REPRESENT / represent.JSON).exists():  # how each represents digits (issue: section 5)
         print("== representations", file=sys.stderr)
@@ -134,7 +161,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "then write DIR/REPORT.md and DIR/report.html (tables, curves, rate-distortion, the "
                                    "report's figures rebuilt, a verdict per study). --profile quick takes about an "
                                    "hour on 2 CPU cores (37 min with one beta seed, measured); full uses the "
-                                   "report's 10 epochs and is meant for a GPU (hours on a CPU). Run the same "
+                                   "report's 10 epochs and is meant for a GPU (its VAE studies with one seed: "
+                                   "hours on 2 CPU cores, README). Run the same "
                                    "command again to finish an interrupted reproduction.")
     p.add_argument("--profile", choices=list(PROFILES), default="quick", help="quick (default) or full")
     p.add_argument("--out", required=True,
@@ -145,6 +173,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                                 "on 2 cores: measured faster than 1 x 2 threads)")
     p.add_argument("--studies", nargs="+", choices=["dense", "conv", "beta", "ddpm"],
                    help="only these studies (ddpm: train the DDPM and compare it with the best VAE found)")
+    p.add_argument("--ddpm-profile", choices=["auto", *DDPM_PROFILES], default=None,
+                   help="the DDPM's profile (`vaelab ddpm train --profile`): default quick with --profile quick; with "
+                        "full, auto: the annex's (full, 40 epochs) on a GPU, the cpu one (25 epochs, about 20 "
+                        "minutes on 2 cores) without")
+    p.add_argument("--versus-n", type=positive_int, default=None,
+                   help="images per generator in the VAE-vs-DDPM comparison (default 500, 5,000 for the full DDPM)")
     add_together(p)
     add_dataset(p)
     add_executor(p)
