@@ -8,7 +8,7 @@ against the minutes the run had trained (its metrics.jsonl). Not a test: timings
 
     python benchmarks/bench_ddpm_cpu.py train --profile quick --epochs 6 --out /tmp/ddpm-bench/quick
     python benchmarks/bench_ddpm_cpu.py train --profile cpu --out /tmp/ddpm-bench/cpu
-    python benchmarks/bench_ddpm_cpu.py score /tmp/ddpm-bench/quick /tmp/ddpm-bench/cpu --n 500
+    python benchmarks/bench_ddpm_cpu.py score /tmp/ddpm-bench/quick /tmp/ddpm-bench/cpu --n 500 --etas 0 1
 """
 
 from __future__ import annotations
@@ -66,14 +66,15 @@ def trained_minutes(folder: Path) -> tuple[int, float]:
     return rows[-1]["epoch"], rows[-1]["seconds"] / 60
 
 
-def score_folder(folder: Path, data, clf, n: int, sampler: str, steps: int | None) -> dict:
+def score_folder(folder: Path, data, clf, n: int, sampler: str, steps: int | None, eta: float | None = None) -> dict:
     """FD-LeNet, classifier score and precision/recall of n images of `sampler` from the run in `folder`."""
     run = open_ddpm(folder, "cpu")
-    images, rate = generate(run, n, sampler, steps, seed=0)
+    images, rate = generate(run, n, sampler, steps, eta, seed=0)
     sq = score_images(images, data, "cpu", clf=clf, resamples=200, log=lambda m: None)
     epoch, minutes = trained_minutes(folder)
     return {"run": str(folder), "profile": run.cfg.profile, "epoch": epoch, "train_minutes": round(minutes, 2),
-            "sampler": f"{sampler.upper()}-{steps or run.schedule.T}", "n": n, "fd_lenet": sq["fd_lenet"],
+            "sampler": f"{sampler.upper()}-{steps or run.schedule.T}" + (f" eta {eta:g}" if eta else ""), "n": n,
+            "fd_lenet": sq["fd_lenet"],
             "fd_lenet_ci": sq.get("fd_lenet_ci"), "classifier_score": sq["classifier_score"],
             "precision": sq["precision"], "recall": sq["recall"], "ms_per_image": 1000 / rate}
 
@@ -87,13 +88,14 @@ def cmd_score(args) -> int:
         kept = sorted((run / SNAPSHOTS).glob("e*"), key=lambda p: int(p.name[1:])) or [run]
         chosen = [p for p in kept if not args.epochs or int(p.name[1:]) in args.epochs] or kept[-1:]
         for folder in chosen:
-            rows.append(score_folder(folder, data, clf, args.n, "ddim", 50))
-            print(json.dumps(rows[-1]), flush=True)
+            for eta in args.etas:
+                rows.append(score_folder(folder, data, clf, args.n, "ddim", 50, eta))
+                print(json.dumps(rows[-1]), flush=True)
         if args.final_ddpm:
             rows.append(score_folder(chosen[-1], data, clf, args.n, "ddpm", None))
             print(json.dumps(rows[-1]), flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ddpm_cpu.json").write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2))
     lines = [f"N = {args.n} images per row, pinned MNIST classifier; training minutes from each run's metrics.jsonl",
              "", "| profile | epoch | training minutes | sampler | FD-LeNet [95%] | classifier score | precision / "
              "recall | ms per image |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -103,7 +105,7 @@ def cmd_score(args) -> int:
         lines.append(f"| {r['profile']} | {r['epoch']} | {r['train_minutes']:.1f} | {r['sampler']} | "
                      f"{r['fd_lenet']:.1f}{band} | {r['classifier_score']:.2f} | {r['precision']:.3f} / "
                      f"{r['recall']:.3f} | {r['ms_per_image']:.1f} |")
-    (RESULTS / "ddpm_cpu.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
@@ -121,6 +123,9 @@ def main() -> int:
     s.add_argument("runs", nargs="+")
     s.add_argument("--n", type=int, default=500)
     s.add_argument("--epochs", type=int, nargs="*", default=None, help="only these epochs (default: all kept)")
+    s.add_argument("--etas", type=float, nargs="+", default=[0.0],
+                   help="DDIM noise scales to score each epoch with (default 0; 1 adds DDPM-like noise per step)")
+    s.add_argument("--out", default="ddpm_cpu", help="results file stem under benchmarks/results (default ddpm_cpu)")
     s.add_argument("--final-ddpm", action="store_true", help="also score the last chosen epoch with DDPM-1000")
     s.add_argument("--data-dir", default=None)
     s.set_defaults(func=cmd_score)
