@@ -90,3 +90,23 @@ def test_the_comparisons_n_follows_the_profile_the_ddpm_was_trained_with(tmp_pat
     (tmp_path / "ddpm" / "comparison.json").unlink()
     assert report_cli.ddpm_versus(tmp_path, "full", None, versus_n=123) == []
     assert seen == [report_cli.VERSUS_N["cpu"], 123]
+
+
+def test_report_export_copies_the_report_and_its_images_only(tmp_path, capsys):
+    out, dest = tmp_path / "repro", tmp_path / "shared"
+    (out / "figures").mkdir(parents=True)
+    (out / "conv" / "run").mkdir(parents=True)
+    (out / "figures" / "curve.png").write_bytes(b"png1")
+    (out / "conv" / "run" / "samples.png").write_bytes(b"png2")
+    (out / "conv" / "run" / "model.safetensors").write_bytes(b"weights")
+    (out / "REPORT.md").write_text("# r\n![a curve](figures/curve.png)\ntext\n![s](conv/run/samples.png) "
+                                   "![again](figures/curve.png)\n")
+    assert main(["report", str(out), "--export", str(dest)]) == 0
+    assert "REPORT.md and 2 other file(s)" in capsys.readouterr().out
+    copied = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert copied == ["REPORT.md", "conv/run/samples.png", "figures/curve.png"]
+    assert (dest / "conv" / "run" / "samples.png").read_bytes() == b"png2"
+    (out / "REPORT.md").write_text("![escape](../secret.png)\n")
+    (tmp_path / "secret.png").write_bytes(b"x")
+    assert main(["report", str(out), "--export", str(tmp_path / "d2")]) == 2
+    assert "not a file inside" in capsys.readouterr().err

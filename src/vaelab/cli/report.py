@@ -17,7 +17,7 @@ from vaelab.engine.runs import pick_device
 from vaelab.studies import represent
 from vaelab.errors import VaelabError
 from vaelab.studies.executors import Executor, Job, LocalExecutor, run_job
-from vaelab.studies.report import build
+from vaelab.studies.report import build, export
 from vaelab.studies.sweep import is_done, load_spec, run_sweep
 from vaelab.studies.versus import compare, write
 
@@ -145,6 +145,11 @@ def ddpm_versus(out: Path, profile: str, data_dir, executor: Executor | None = N
 def cmd_report(args) -> int:
     """Rewrite the report of a reproduction folder from its saved results."""
     out = Path(args.dir)
+    if args.export:
+        copied = export(out, Path(args.export), html_page=args.html)
+        size = sum(p.stat().st_size for p in copied)
+        print(f"copied REPORT.md and {len(copied) - 1} other file(s) ({size / 1e6:.2f} MB) into {args.export}")
+        return 0
     if not any((out / s).is_dir() for s in ("dense", "conv", "beta")):
         raise VaelabError(f"{out} holds no study folder (dense, conv or beta); run `vaelab reproduce` first")
     md, page = build(out, None if args.no_figures else loader(args.data_dir), args.note or "")
@@ -187,5 +192,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("dir", help="a folder made by `vaelab reproduce`")
     r.add_argument("--note", default=None, help="a sentence to put in the report's introduction")
     r.add_argument("--no-figures", action="store_true", help="skip the figures drawn from model weights")
+    r.add_argument("--export", metavar="DEST", default=None,
+                   help="do not rewrite: copy REPORT.md and the images it shows (no weights) into DEST, keeping "
+                        "their relative paths, to share or commit the report alone")
+    r.add_argument("--html", action="store_true", help="with --export: copy report.html (images inside) too")
     add_data_dir(r)
     r.set_defaults(func=cmd_report)

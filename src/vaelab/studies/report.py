@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from vaelab import plots
 from vaelab.data.datasets import DEFAULT as DEFAULT_DATASET
 from vaelab.data.datasets import get as get_dataset
 from vaelab.engine.checkpoint import atomic_write_text
+from vaelab.errors import VaelabError
 from vaelab.data.images import Data, Loader, images_for
 from vaelab.studies import tables as studies
 from vaelab.studies import versus
@@ -266,3 +269,28 @@ def build(out: Path, data: Data = None, profile_note: str = "", extra_md: list[s
     atomic_write_text(out / "report.json", json.dumps([{k: v for k, v in s.items() if k != "images"}
                                                        for s in sections], indent=1) + "\n")
     return md_path, html_path
+
+
+IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")  # ![alt](path) in REPORT.md
+
+
+def export(out: Path, dest: Path, html_page: bool = False) -> list[Path]:
+    """Copy REPORT.md and the images it shows (not weights or states) from `out` into `dest`, keeping their
+    relative paths, so a report can be shared or committed on its own; with html_page, report.html too."""
+    out, dest = Path(out).resolve(), Path(dest)
+    md = out / "REPORT.md"
+    if not md.is_file():
+        raise VaelabError(f"{out} holds no REPORT.md; run `vaelab report {out}` first")
+    names = ["REPORT.md", *(["report.html"] if html_page else [])]
+    for link in IMAGE_LINK.findall(md.read_text(encoding="utf-8")):
+        src = (out / link).resolve()
+        if not src.is_relative_to(out) or not src.is_file():
+            raise VaelabError(f"REPORT.md links to {link}, which is not a file inside {out}")
+        names.append(str(src.relative_to(out)))
+    copied = []
+    for name in dict.fromkeys(names):  # in order, once each
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / name, target)
+        copied.append(target)
+    return copied
