@@ -253,8 +253,10 @@ def economical(rows: list[Row], name: str = "neg_elbo", tolerance: float = 0.02)
 def compared(rows: list[Row], ref: Row, name: str, higher_means: str, lower_means: str) -> tuple[str, bool | None]:
     """'0.21 and 0.15 against 0.08' for rows against ref on a metric, and whether all rows lie above ref (None: mixed)."""
     above = [r.mean(name) > ref.mean(name) for r in rows]
+    spreads = [r.spread(name) for r in [*rows, ref] if r.spread(name) is not None]
+    spread = f"seed spread up to {max(spreads):.3g}" if spreads else "one seed: no spread measured"
     text = (" and ".join(FORMAT[name].format(r.mean(name)) for r in rows) + f" against {FORMAT[name].format(ref.mean(name))}"
-            f" (seed spread up to {max((r.spread(name) or 0.0) for r in [*rows, ref]):.3g})")
+            f" ({spread})")
     word = higher_means if all(above) else lower_means if not any(above) else "mixed"
     return f"{word}: {text}", (True if all(above) else False if not any(above) else None)
 
