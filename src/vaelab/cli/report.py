@@ -12,8 +12,9 @@ from pathlib import Path
 from vaelab.cli.common import add_data_dir, add_dataset, add_together, positive_int
 from vaelab.cli.sweep import SHARED, add_executor, open_executor
 from vaelab.data.images import load
-from vaelab.diffusion.config import PROFILES as DDPM_PROFILES, auto_profile
-from vaelab.engine.runs import pick_device
+from vaelab.config import load_json
+from vaelab.diffusion.config import PROFILES as DDPM_PROFILES, DDPMConfig, auto_profile
+from vaelab.engine.runs import CONFIG, pick_device
 from vaelab.studies import represent
 from vaelab.errors import VaelabError
 from vaelab.studies.executors import Executor, Job, LocalExecutor, run_job
@@ -92,10 +93,8 @@ VERSUS_N = {"quick": 500, "cpu": 500, "full": 5000}
 
 def resolve_ddpm_profile(name: str, args) -> str:
     """'auto' as the DDPM profile that will train: full where the runs get a CUDA GPU, else the cpu one."""
-    if name != "auto":
-        return name
     ray_gpus = getattr(args, "executor", "local") == "ray" and (args.gpus_per_run or 0) > 0  # the driver may have none
-    return auto_profile(pick_device("auto").type == "cuda" or ray_gpus)
+    return name if name != "auto" else auto_profile(ray_gpus or pick_device("auto").type == "cuda")
 
 
 REPRESENT = "represent"  # the folder of `vaelab represent`'s files under DIR/ddpm
@@ -134,7 +133,7 @@ def ddpm_versus(out: Path, profile: str, data_dir, executor: Executor | None = N
         return ["ddpm/comparison (no evaluated VAE)"]
     if not (out / "ddpm" / "comparison.json").exists():
         print("== versus", file=sys.stderr)
-        trained = json.loads((run / "config.json").read_text()).get("profile", profile)  # a resumed run's own
+        trained = load_json(run / CONFIG, DDPMConfig).profile  # a resumed run's own, not the one asked for now
         n = versus_n or VERSUS_N.get(trained, VERSUS_N["full"])
         write(compare(vae, run, loader(data_dir), n, log=lambda m: print(m, file=sys.stderr)),
               out / "ddpm")
