@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from vaelab.vae.config import TrainConfig
-from vaelab.vae.models import build_vae
+from vaelab.vae.config import VAETrainConfig
+from vaelab.vae.networks import build_vae
 from vaelab.vae.stacked import StackedVAEs, stacked_compute
 from vaelab.engine.steps import graphs_wanted, make_optimizer, step_function
 from vaelab.engine.loop import train_epoch
@@ -54,11 +54,11 @@ def measure(family, arch, latent, device, steps, repeats, precision) -> dict:
     alone = []
     for beta in BETAS:
         m = build_vae(family, arch, latent).to(device)
-        tc = TrainConfig(batch_size=128, beta=beta, precision=precision)
+        tc = VAETrainConfig(batch_size=128, beta=beta, precision=precision)
         opt = make_optimizer(m.parameters(), 1e-3, capturable)
         alone.append(step_function(vae_compute(m, x, tc), opt, device, 128))
     stacked = StackedVAEs([build_vae(family, arch, latent) for _ in BETAS]).to(device)
-    tc = TrainConfig(batch_size=128, precision=precision)
+    tc = VAETrainConfig(batch_size=128, precision=precision)
     together = step_function(stacked_compute(stacked, x, tc, torch.tensor(BETAS, device=device)),
                              make_optimizer(stacked.parameters(), 1e-3, capturable), device, 128)
     fns = [lambda: sum(timed(s, x, perm, steps, device) for s in alone),  # the five models one after another

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from vaelab.vae.config import TrainConfig
-from vaelab.vae.models import build_vae
+from vaelab.vae.config import VAETrainConfig
+from vaelab.vae.networks import build_vae
 from vaelab.engine.steps import graphs_wanted, make_optimizer, step_function
 from vaelab.engine.loop import train_epoch
 from vaelab.vae.train import vae_compute
@@ -83,7 +83,7 @@ def vaelab_loop(model, x_u8, bs, steps, device, precision="fp32", graphs=None):
     """vaelab's inner loop (engine.loop.train_epoch, the step as `vaelab train` builds it, CUDA graph included)
     over `steps` batches: a function returning seconds. The step is built once, as in a training run."""
     opt = make_optimizer(model.parameters(), 1e-3, capturable=graphs_wanted(device))
-    tc = TrainConfig(batch_size=bs, precision=precision)
+    tc = VAETrainConfig(batch_size=bs, precision=precision)
     x_dev = x_u8[: steps * bs].to(device)
     perm = torch.randperm(len(x_dev)).to(device)
     step = step_function(vae_compute(model, x_dev, tc), opt, device, bs, graphs)

@@ -20,7 +20,7 @@ from sklearn.manifold import TSNE, trustworthiness
 from sklearn.neighbors import KNeighborsClassifier
 
 from vaelab.data.images import load
-from vaelab.vae.figures import TSNE_SETTINGS, encode_mu
+from vaelab.vae.figures import TSNE_SETTINGS, mu_of
 from vaelab.vae.run import open_vae
 
 VARIANTS = {
@@ -42,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     run = open_vae(args.run, "cpu")
     mnist = load()
-    mu, y = encode_mu(run, mnist.test_x), mnist.test_y.numpy()
+    mu, y = mu_of(run, mnist.test_x), mnist.test_y.numpy()
     rows = []
     for name, kw in VARIANTS.items():
         t0 = time.perf_counter()

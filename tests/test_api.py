@@ -14,7 +14,7 @@ from vaelab.cli.main import main
 from vaelab.engine.checkpoint import load_weights
 from vaelab.errors import VaelabError
 from vaelab.handles import as_images, slerp
-from vaelab.metrics.evaluate import vae_samples
+from vaelab.vae.sample import vae_samples
 
 TINY_VAE = dict(model="dense", arch="16-32", latent_dim=2, epochs=1, batch_size=64, device="cpu")
 

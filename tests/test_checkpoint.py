@@ -8,7 +8,7 @@ import torch
 
 from vaelab.engine import checkpoint
 from vaelab.errors import RunError
-from vaelab.vae.models import build_vae
+from vaelab.vae.networks import build_vae
 
 
 def save_epoch(run, model, epoch):

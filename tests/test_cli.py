@@ -10,7 +10,8 @@ import pytest
 from conftest import write_mnist
 
 from vaelab.cli.main import main
-from vaelab.vae.models import build_vae, count_parameters
+from vaelab.vae.networks import build_vae
+from vaelab.nn import count_parameters
 
 
 def vaelab(*args, env_extra=None, cwd=None):

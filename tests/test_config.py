@@ -5,13 +5,13 @@ import json
 import pytest
 
 from vaelab.config import from_dict, load_json, to_dict, with_overrides
-from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.vae.config import VAEModelConfig, VAEConfig, VAETrainConfig
 from vaelab.errors import VaelabError
 
 
 def test_roundtrip():
-    cfg = RunConfig(model=ModelConfig("dense", "256-512", 5), train=TrainConfig(beta=0.5, epochs=3))
-    assert from_dict(RunConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg
+    cfg = VAEConfig(model=VAEModelConfig("dense", "256-512", 5), train=VAETrainConfig(beta=0.5, epochs=3))
+    assert from_dict(VAEConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg
 
 
 @pytest.mark.parametrize("data, msg", [
@@ -25,7 +25,7 @@ def test_roundtrip():
 ])
 def test_strict_from_dict(data, msg):
     with pytest.raises(VaelabError, match=msg):
-        from_dict(RunConfig, data)
+        from_dict(VAEConfig, data)
 
 
 @pytest.mark.parametrize("train, msg", [
@@ -34,23 +34,23 @@ def test_strict_from_dict(data, msg):
 ])
 def test_validation(train, msg):
     with pytest.raises(VaelabError, match=msg):
-        from_dict(RunConfig, {"train": train}).validate()
+        from_dict(VAEConfig, {"train": train}).validate()
 
 
 def test_overrides():
-    cfg = with_overrides(RunConfig(), {"train.beta": 2, "model.latent_dim": 20})
+    cfg = with_overrides(VAEConfig(), {"train.beta": 2, "model.latent_dim": 20})
     assert cfg.train.beta == 2.0 and isinstance(cfg.train.beta, float) and cfg.model.latent_dim == 20
     with pytest.raises(VaelabError, match="unknown config key: train.betta"):
-        with_overrides(RunConfig(), {"train.betta": 2})
+        with_overrides(VAEConfig(), {"train.betta": 2})
 
 
 def test_load_json_errors(tmp_path):
     p = tmp_path / "config.json"
     p.write_text("{not json")
     with pytest.raises(VaelabError, match="not valid JSON"):
-        load_json(p, RunConfig)
-    p.write_text(json.dumps({**to_dict(RunConfig()), "extra": 1}))
+        load_json(p, VAEConfig)
+    p.write_text(json.dumps({**to_dict(VAEConfig()), "extra": 1}))
     with pytest.raises(VaelabError, match="unknown config key"):
-        load_json(p, RunConfig)
-    p.write_text(json.dumps({**to_dict(RunConfig()), "meta": {"torch": "x"}}))
-    assert load_json(p, RunConfig) == RunConfig()
+        load_json(p, VAEConfig)
+    p.write_text(json.dumps({**to_dict(VAEConfig()), "meta": {"torch": "x"}}))
+    assert load_json(p, VAEConfig) == VAEConfig()

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, write_mnist
 from vaelab.cli.main import build_parser, main
 from vaelab.data import sources
-from vaelab.data.datasets import DATASETS, FASHION_MNIST, MNIST, get
+from vaelab.data.registry import DATASETS, FASHION_MNIST, MNIST, get
 from vaelab.data.images import info, load
 from vaelab.errors import DataError, VaelabError
 from vaelab.vae.run import open_vae

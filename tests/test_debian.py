@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from vaelab.data import debian, idx, sources
-from vaelab.data.datasets import FASHION_MNIST
+from vaelab.data.registry import FASHION_MNIST
 from vaelab.errors import DataError
 
 PREFIX = "./usr/share/datasets/fake/"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from vaelab.diffusion.sample import sample_loop
 from vaelab.diffusion.schedule import SAMPLERS, NoiseSchedule, ddim_step, ddpm_step, full_steps, spaced_steps
-from vaelab.diffusion.unet import UNet
+from vaelab.diffusion.networks import UNet
 from vaelab.errors import VaelabError
 
 S = NoiseSchedule("linear", 1000, 1e-4, 0.02)

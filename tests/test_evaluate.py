@@ -12,13 +12,14 @@ from torch.distributions import Bernoulli, Normal
 
 from vaelab.cli.main import main
 from vaelab.data import sources
-from vaelab.data.datasets import FASHION_MNIST, MNIST
+from vaelab.data.registry import FASHION_MNIST, MNIST
 from vaelab.data.images import Images, to_unit
 from vaelab.errors import DataError, RunError
 from vaelab.metrics import evaluate, latent, likelihood
 from vaelab.metrics.classifier import LeNet, ReferenceClassifier
-from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
-from vaelab.vae.models import build_vae
+from vaelab.vae.config import VAEModelConfig, VAEConfig, VAETrainConfig
+from vaelab.vae.networks import build_vae
+from vaelab.engine import runs
 from vaelab.engine.runs import prepare_new, write_config
 from vaelab.vae.train import train_vae
 
@@ -53,8 +54,8 @@ def tiny_vae(latent=3, seed=0):
 
 
 def make_run(folder: Path, mnist: Images, binarize=False) -> Path:
-    cfg = RunConfig(dataset=mnist.dataset.name, model=ModelConfig("dense", "16-32", 3),
-                    train=TrainConfig(epochs=1, batch_size=64, binarize=binarize, device="cpu")).validate()
+    cfg = VAEConfig(dataset=mnist.dataset.name, model=VAEModelConfig("dense", "16-32", 3),
+                    train=VAETrainConfig(epochs=1, batch_size=64, binarize=binarize, device="cpu")).validate()
     prepare_new(folder)
     write_config(folder, cfg)
     train_vae(folder, cfg, mnist, log=lambda m: None)
@@ -218,7 +219,7 @@ def test_compare_warns_when_datasets_or_classifiers_differ(evaluated, tmp_path, 
     other.mkdir()
     m = json.loads(json.dumps(m_gray))
     m["dataset"], m["sample_quality"]["classifier"]["sha256"] = "fashion-mnist", "another-classifier"
-    evaluate.write_metrics(other, m)
+    runs.write_metrics(other, m)
     assert main(["compare", str(gray), str(other)]) == 0
     out = capsys.readouterr()
     assert "Fashion-MNIST" in out.out

@@ -13,13 +13,14 @@ import torch
 from conftest import write_mnist
 from test_report import make_reproduction
 from vaelab.cli.main import main
-from vaelab.data.datasets import MNIST
+from vaelab.data.registry import MNIST
 from vaelab.data.images import Images, load
 from vaelab.errors import VaelabError
 from vaelab.studies import report
 from vaelab.vae import explore
-from vaelab.vae.config import ModelConfig, RunConfig
-from vaelab.vae.models import CONV_ARCHS, DENSE_ARCHS, FAMILIES, build_vae, count_parameters
+from vaelab.vae.config import VAEModelConfig, VAEConfig
+from vaelab.vae.networks import CONV_ARCHS, DENSE_ARCHS, FAMILIES, build_vae
+from vaelab.nn import count_parameters
 from vaelab.vae.run import VAERun
 
 # (family, arch, latent, map, weight scale): both decoders, both conv geometries (7x7 start; 5x5 start with the
@@ -81,7 +82,7 @@ def tiny_run(folder: Path, family: str, arch: str, latent: int, scale: float) ->
     with torch.no_grad():
         for p in model.decoder.parameters():
             p.mul_(scale)
-    cfg = RunConfig(model=ModelConfig(family, arch, latent)).validate()
+    cfg = VAEConfig(model=VAEModelConfig(family, arch, latent)).validate()
     return VAERun(folder, cfg, model, [], torch.device("cpu"))
 
 

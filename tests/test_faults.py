@@ -16,7 +16,7 @@ from conftest import write_mnist
 from vaelab.data.images import load
 from vaelab.engine import checkpoint
 from vaelab.engine.runs import prepare_new, write_config
-from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.vae.config import VAEModelConfig, VAEConfig, VAETrainConfig
 from vaelab.vae.train import train_vae
 
 TRAIN = ["train", "--model", "dense", "--arch", "16-32", "--latent-dim", "2", "--batch-size", "32",
@@ -164,11 +164,11 @@ def test_sigint_sigterm_keep_last_epoch(tmp_path, tiny_mnist, sig, code):
 
 
 def test_disk_full_keeps_previous_checkpoint(tmp_path, tiny_mnist, monkeypatch):
-    cfg = RunConfig(model=ModelConfig("dense", "16-32", 2), train=TrainConfig(epochs=2, batch_size=64, device="cpu"))
+    cfg = VAEConfig(model=VAEModelConfig("dense", "16-32", 2), train=VAETrainConfig(epochs=2, batch_size=64, device="cpu"))
     run_dir = tmp_path / "r"
     prepare_new(run_dir)
     write_config(run_dir, cfg)
-    one = RunConfig(model=cfg.model, train=TrainConfig(epochs=1, batch_size=64, device="cpu"))
+    one = VAEConfig(model=cfg.model, train=VAETrainConfig(epochs=1, batch_size=64, device="cpu"))
     train_vae(run_dir, one, load("mnist", tiny_mnist), log=lambda m: None)
     good = (run_dir / checkpoint.WEIGHTS).read_bytes(), (run_dir / checkpoint.STATE).read_bytes()
 

@@ -12,7 +12,7 @@ import pytest
 from vaelab.data import idx
 from vaelab.data import images as data
 from vaelab.data import sources as fetch
-from vaelab.data.datasets import MNIST
+from vaelab.data.registry import MNIST
 from vaelab.errors import DataError
 
 

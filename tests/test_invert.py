@@ -12,7 +12,7 @@ from vaelab.diffusion.invert import ddim_forward_step, ddim_invert, inversion_st
 from vaelab.diffusion.sample import eps_model, sample_loop
 from vaelab.diffusion.schedule import NoiseSchedule, ddim_step
 from vaelab.diffusion.train import DDPMRun
-from vaelab.diffusion.unet import UNet
+from vaelab.diffusion.networks import UNet
 from vaelab.errors import VaelabError
 from vaelab.handles import DDPMModel
 

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaelab.vae.losses import bce_per_image, elbo_terms, kl_per_dim, kl_per_image
+from vaelab.vae.loss import bce_per_image, elbo_terms, kl_per_dim, kl_per_image
 
 torch.set_num_threads(1)
 

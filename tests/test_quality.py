@@ -13,7 +13,7 @@ import torch
 from vaelab.metrics import classifier
 from vaelab.metrics import quality
 from vaelab.metrics.classifier import LeNet, ReferenceClassifier
-from vaelab.data.datasets import FASHION_MNIST, MNIST
+from vaelab.data.registry import FASHION_MNIST, MNIST
 from vaelab.data.images import Images
 from vaelab.errors import VaelabError
 

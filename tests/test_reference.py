@@ -15,7 +15,7 @@ from conftest import REPO, real_mnist_dir
 from test_evaluate import make_run, synthetic_mnist
 
 from vaelab.cli.main import main
-from vaelab.data.datasets import DATASETS, FASHION_MNIST, MNIST
+from vaelab.data.registry import DATASETS, FASHION_MNIST, MNIST
 from vaelab.data.images import load, to_unit
 from vaelab.errors import VaelabError
 from vaelab.metrics import classifier, evaluate, quality, reference

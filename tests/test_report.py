@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaelab.data.datasets import FASHION_MNIST
+from vaelab.data.registry import FASHION_MNIST
 from vaelab.data.images import Images, load
 from vaelab.errors import DataError
 from vaelab.studies import report, versus
@@ -25,7 +25,7 @@ def fake_run(folder: Path, family, arch, latent, beta, seed, neg_elbo, fd, fd_ci
     run.joinpath("metrics.jsonl").write_text(json.dumps(
         {"epoch": 2, "seconds": 10.0, "test_neg_elbo": neg_elbo, "test_recon": neg_elbo - 20, "test_kl": 20.0}) + "\n")
     run.joinpath("metrics.json").write_text(json.dumps(
-        {"likelihood": {"neg_elbo": neg_elbo, "recon": neg_elbo - 25 * beta ** -0.5, "kl": 25 * beta ** -0.5,
+        {"format": "vaelab-metrics-1", "likelihood": {"neg_elbo": neg_elbo, "recon": neg_elbo - 25 * beta ** -0.5, "kl": 25 * beta ** -0.5,
                         "active_units": min(latent, 8)},
          "sample_quality": {"fd_lenet": fd, "precision": 0.8, "recall": 0.5, "density": 0.9, "coverage": 0.7,
                             **({"fd_lenet_ci": fd_ci} if fd_ci else {})},

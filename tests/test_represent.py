@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from vaelab.cli.main import main
-from vaelab.data.datasets import MNIST
+from vaelab.data.registry import MNIST
 from vaelab.data.images import Images
 from vaelab.diffusion.config import DDPMConfig, DDPMTrainConfig, UNetConfig
 from vaelab.diffusion.schedule import NoiseSchedule
 from vaelab.diffusion.train import train_ddpm
-from vaelab.diffusion.unet import UNet
+from vaelab.diffusion.networks import UNet
 from vaelab.engine.runs import prepare_new, write_config
-from vaelab.metrics import represent
+from vaelab.metrics import features
 from vaelab.studies import represent as study
-from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.vae.config import VAEModelConfig, VAEConfig, VAETrainConfig
 from vaelab.vae.train import train_vae
 
 torch.set_num_threads(1)
@@ -36,14 +36,14 @@ def clusters(n: int, seed: int, separable: bool) -> tuple[torch.Tensor, torch.Te
 
 def test_probe_reaches_100_percent_on_separable_features_and_chance_on_noise():
     (a, ya), (b, yb) = clusters(400, 0, True), clusters(200, 1, True)
-    out = represent.probe(a, ya, b, yb, n_train=300)
+    out = features.probe(a, ya, b, yb, n_train=300)
     assert out["linear_probe"] == 1.0 and out["knn"] == 1.0 and out["linear_probe_spread"] == 0.0
     (a, ya), (b, yb) = clusters(1000, 2, False), clusters(2000, 3, False)
-    out = represent.probe(a, ya, b, yb, n_train=800)
+    out = features.probe(a, ya, b, yb, n_train=800)
     assert 0.05 < out["linear_probe"] < 0.15 and 0.05 < out["knn"] < 0.15, out
     assert out["seeds"] == [0, 1, 2] and out["train"] == 800 and out["test"] == 2000
     with pytest.raises(ValueError):
-        represent.probe(a, ya, b, yb, n_train=1001)
+        features.probe(a, ya, b, yb, n_train=1001)
 
 
 def test_path_length_of_a_straight_line_is_one():
@@ -54,18 +54,18 @@ def test_path_length_of_a_straight_line_is_one():
     probs[:, 3] = 0.9
     probs[4, 3], probs[4, 5] = 0.2, 0.6  # the middle frame looks like a 5: neither endpoint's class
     probs[8, 3], probs[8, 7] = 0.1, 0.8  # the last frame is a 7: the other endpoint's class
-    m = represent.path_metrics(line, probs, (3, 7))
+    m = features.path_metrics(line, probs, (3, 7))
     assert m["path_length"] == pytest.approx(1.0, abs=1e-6)
     assert m["largest_jump"] == pytest.approx(1 / 8, abs=1e-6)
     assert m["off_class_share"] == pytest.approx(1 / 9) and m["min_confidence"] == pytest.approx(0.6)
     detour = line.clone()
     detour[4] += 5 * torch.randn(8, generator=torch.Generator().manual_seed(0))
-    assert represent.path_metrics(detour, probs, (3, 7))["path_length"] > 1.5
+    assert features.path_metrics(detour, probs, (3, 7))["path_length"] > 1.5
 
 
 def test_slerp_ends_at_both_endpoints_and_keeps_the_norm_of_equal_norm_ends():
     a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
-    p = represent.slerp(a, b, torch.linspace(0, 1, 5)[:, None])
+    p = features.slerp(a, b, torch.linspace(0, 1, 5)[:, None])
     torch.testing.assert_close(p[0], a)
     torch.testing.assert_close(p[-1], b)
     torch.testing.assert_close(p.norm(dim=1), torch.full((5,), 3.0))
@@ -75,10 +75,10 @@ def test_unet_features_pool_every_block_and_leave_no_hook():
     torch.manual_seed(0)
     net = UNet("4-8-16", 8).eval()
     x0 = torch.rand(5, 1, 28, 28) * 2 - 1
-    f = represent.unet_features(net, NoiseSchedule("linear", 100), x0, t=10, seed=0, batch=2)
+    f = features.unet_features(net, NoiseSchedule("linear", 100), x0, t=10, seed=0, batch=2)
     assert list(f) == ["enc1", "enc2", "bottleneck", "dec1", "dec2"]
     assert [tuple(v.shape) for v in f.values()] == [(5, 4), (5, 8), (5, 16), (5, 8), (5, 4)]
-    again = represent.unet_features(net, NoiseSchedule("linear", 100), x0, t=10, seed=0)
+    again = features.unet_features(net, NoiseSchedule("linear", 100), x0, t=10, seed=0)
     torch.testing.assert_close(again["bottleneck"], f["bottleneck"])  # the same noise whatever the batch
     assert not any(getattr(net, b)._forward_hooks for b in f)
 
@@ -100,8 +100,8 @@ def synthetic_mnist(n_train: int, n_test: int, seed: int = 0) -> Images:
 
 def tiny_vae_run(folder: Path, data: Images) -> Path:
     """A dense VAE run (latent 3) trained one epoch on `data`."""
-    cfg = RunConfig(dataset="mnist", model=ModelConfig("dense", "16-32", 3),
-                    train=TrainConfig(epochs=1, batch_size=64, device="cpu")).validate()
+    cfg = VAEConfig(dataset="mnist", model=VAEModelConfig("dense", "16-32", 3),
+                    train=VAETrainConfig(epochs=1, batch_size=64, device="cpu")).validate()
     prepare_new(folder)
     write_config(folder, cfg)
     train_vae(folder, cfg, data, log=lambda m: None)

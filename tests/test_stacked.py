@@ -6,22 +6,22 @@ import pytest
 import torch
 
 from vaelab.engine import checkpoint
-from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.vae.config import VAEModelConfig, VAEConfig, VAETrainConfig
 from vaelab.data.images import load
 from vaelab.errors import VaelabError
-from vaelab.vae.losses import elbo_terms, stacked_elbo_terms
+from vaelab.vae.loss import elbo_terms, stacked_elbo_terms
 from vaelab.engine.runs import prepare_new, write_config
 from vaelab.vae.stacked import (StackedVAEs, check_group, split_optimizer_state, stack_optimizer_states,
                             train_stacked)
-from vaelab.vae.models import build_vae
+from vaelab.vae.networks import build_vae
 from vaelab.vae.train import train_vae
 
 BETAS = (0.5, 1.0, 4.0)
 
 
 def cfg(family="dense", arch="32-64", latent=2, beta=1.0, epochs=2):
-    return RunConfig(model=ModelConfig(family, arch, latent),
-                     train=TrainConfig(epochs=epochs, batch_size=64, beta=beta, device="cpu"))
+    return VAEConfig(model=VAEModelConfig(family, arch, latent),
+                     train=VAETrainConfig(epochs=epochs, batch_size=64, beta=beta, device="cpu"))
 
 
 def prepared(folder, c):

@@ -15,8 +15,8 @@ from vaelab.engine import checkpoint
 from vaelab.engine.loop import fit
 from vaelab.engine.runs import prepare_new, write_config
 from vaelab.engine.steps import GraphedStep, eager, load_optimizer_state, make_optimizer, set_lr, step_function
-from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
-from vaelab.vae.models import build_vae
+from vaelab.vae.config import VAEModelConfig, VAEConfig, VAETrainConfig
+from vaelab.vae.networks import build_vae
 from vaelab.vae.stacked import train_stacked
 from vaelab.vae import train as vae_train
 from vaelab.vae.train import train_vae, vae_compute
@@ -25,8 +25,8 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 def tiny(device="cpu", epochs=2, beta=1.0, family="conv"):
-    return RunConfig(model=ModelConfig(family, "16-32-64" if family == "conv" else "32-64", 3),
-                     train=TrainConfig(epochs=epochs, batch_size=64, beta=beta, device=device))
+    return VAEConfig(model=VAEModelConfig(family, "16-32-64" if family == "conv" else "32-64", 3),
+                     train=VAETrainConfig(epochs=epochs, batch_size=64, beta=beta, device=device))
 
 
 def run(folder, cfg, data, resume=False):
@@ -39,7 +39,7 @@ def run(folder, cfg, data, resume=False):
 def test_step_function_is_eager_on_cpu():
     model = build_vae("dense", "16-32", 2)
     opt = make_optimizer(model.parameters(), 1e-3)
-    step = step_function(vae_compute(model, torch.zeros(8, 1, 28, 28, dtype=torch.uint8), TrainConfig()), opt,
+    step = step_function(vae_compute(model, torch.zeros(8, 1, 28, 28, dtype=torch.uint8), VAETrainConfig()), opt,
                          torch.device("cpu"), 4)
     assert not isinstance(step, GraphedStep)
     assert step(torch.arange(4)).shape == (3,)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from vaelab.data.datasets import MNIST
+from vaelab.data.registry import MNIST
 from vaelab.data.images import load, to_unit
 from vaelab.metrics import reference, structure
 from vaelab.studies import tables as studies
@@ -100,7 +100,7 @@ def fake_beta_run(folder, beta: float, holes: float, kl_z: float, mmd_z: float, 
     if path is not None:
         structure["interpolation"] = {"path_length": path, "largest_jump": 0.3}
     run.joinpath("metrics.json").write_text(json.dumps(
-        {"likelihood": {"neg_elbo": 100 + abs(beta - 1), "recon": 80.0, "kl": 20.0}, "latent_structure": structure}))
+        {"format": "vaelab-metrics-1", "likelihood": {"neg_elbo": 100 + abs(beta - 1), "recon": 80.0, "kl": 20.0}, "latent_structure": structure}))
 
 
 def test_beta_verdict_states_whether_the_reports_latent_claims_hold(tmp_path):

@@ -13,7 +13,7 @@ from vaelab.errors import VaelabError
 from vaelab.studies.executors import LocalExecutor
 from vaelab.studies.sweep import (SweepLock, builtin_specs, configs, load_spec, parse_spec, prepare, run_name,
                                   run_sweep, stack_by_default)
-from vaelab.vae.config import RunConfig, TrainConfig
+from vaelab.vae.config import VAEConfig, VAETrainConfig
 
 TINY = """
 name = "tiny"
@@ -52,7 +52,7 @@ def test_bad_specs(text, msg):
 
 def test_names_stay_inside_the_output_folder():
     for hostile in ("../../etc", "/abs/path", "..", "a/b"):
-        name = run_name(RunConfig(), {"train.device": hostile})
+        name = run_name(VAEConfig(), {"train.device": hostile})
         assert "/" not in name and not name.startswith(".") and ".." not in name.split("_")
 
 
@@ -171,5 +171,5 @@ def test_a_dataset_in_the_spec_names_its_runs_and_old_folders_still_match(tmp_pa
 ])
 def test_together_auto_stacks_on_cuda_only_when_every_run_may_use_it(monkeypatch, cuda, devices, stacked):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    runs = [(f"r{i}", RunConfig(train=TrainConfig(device=d, beta=0.5 * (i + 1)))) for i, d in enumerate(devices)]
+    runs = [(f"r{i}", VAEConfig(train=VAETrainConfig(device=d, beta=0.5 * (i + 1)))) for i, d in enumerate(devices)]
     assert stack_by_default(runs) is stacked

@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from vaelab.engine import checkpoint
-from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.vae.config import VAEModelConfig, VAEConfig, VAETrainConfig
 from vaelab.data.images import load
 from vaelab.errors import RunError, TrainingDiverged
 from vaelab.engine.runs import prepare_new, write_config
 from vaelab.vae.run import open_vae
-from vaelab.vae.models import build_vae
+from vaelab.vae.networks import build_vae
 from vaelab.vae import train as T
 from vaelab.vae.train import train_vae, vae_compute
 
-TINY = RunConfig(model=ModelConfig("dense", "32-64", 2), train=TrainConfig(epochs=3, batch_size=64, device="cpu"))
+TINY = VAEConfig(model=VAEModelConfig("dense", "32-64", 2), train=VAETrainConfig(epochs=3, batch_size=64, device="cpu"))
 
 
 def train(run_dir, data, cfg=TINY, resume=False):
@@ -99,7 +99,7 @@ def test_bf16_forward_runs_under_autocast():
         seen = []
         model.encoder.fc_mu.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
         model.decoder.fc_out.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
-        loss, record = vae_compute(model, x, TrainConfig(precision=precision, device="cpu"))(torch.arange(64))
+        loss, record = vae_compute(model, x, VAETrainConfig(precision=precision, device="cpu"))(torch.arange(64))
         assert seen == [dtype, dtype], precision
         assert loss.dtype == torch.float32 and record.dtype == torch.float32 and torch.isfinite(record).all()
 

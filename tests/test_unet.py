@@ -7,7 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vaelab.diffusion.schedule import NoiseSchedule
-from vaelab.diffusion.unet import SinusoidalPositionEmbeddings, UNet, count_parameters, parse_widths
+from vaelab.diffusion.networks import SinusoidalPositionEmbeddings, UNet, parse_widths
+from vaelab.nn import count_parameters
 from vaelab.errors import VaelabError
 
 ANNEX_PARAMETERS = 2_495_457  # counted from the annex's code below, and printed by the test

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vaelab.config import from_dict, load_json, with_overrides
 from vaelab.data.images import load as load_images
+from vaelab.data.registry import dataset_for_run
 from vaelab.diffusion.config import DDPMConfig, auto_profile, extend, profile_config
 from vaelab.diffusion.figures import progress_grid
 from vaelab.diffusion.train import build_schedule, open_ddpm, train_ddpm as train_ddpm_run
@@ -26,12 +27,12 @@ from vaelab.handles import DDPMModel, VAEModel, as_images
 from vaelab.metrics.evaluate import DEFAULT, QUICK, evaluate_path
 from vaelab.metrics.reference import own
 from vaelab.metrics.score import score_images
-from vaelab.vae.config import RunConfig
-from vaelab.vae.models import REPORT_CHOICE
+from vaelab.vae.config import VAEConfig
+from vaelab.vae.networks import REPORT_CHOICE
 from vaelab.vae.run import open_vae
 from vaelab.vae.train import train_vae
 
-# keyword of vaelab.train -> dotted key of RunConfig
+# keyword of vaelab.train -> dotted key of VAEConfig
 TRAIN_OPTIONS = {"dataset": "dataset", "model": "model.family", "arch": "model.arch", "latent_dim": "model.latent_dim",
                  "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "beta": "train.beta",
                  "seed": "train.seed", "device": "train.device", "binarize": "train.binarize",
@@ -48,8 +49,8 @@ def load(path, device: str = "auto") -> VAEModel | DDPMModel:
     return OPENERS[kind](Path(path), device)
 
 
-def vae_config(config=None, **options) -> RunConfig:
-    """A validated RunConfig: `config` (a RunConfig or its dict) or the report's choice, with keyword options."""
+def vae_config(config=None, **options) -> VAEConfig:
+    """A validated VAEConfig: `config` (a VAEConfig or its dict) or the report's choice, with keyword options."""
     unknown = set(options) - set(TRAIN_OPTIONS)
     if unknown:
         raise VaelabError(f"unknown option(s) {', '.join(sorted(unknown))}; vaelab.train takes "
@@ -59,26 +60,24 @@ def vae_config(config=None, **options) -> RunConfig:
         if family not in REPORT_CHOICE:
             raise VaelabError(f"model must be one of {', '.join(REPORT_CHOICE)} (got {family!r})")
         arch, latent = REPORT_CHOICE[family]
-        config = RunConfig(model=dataclasses.replace(RunConfig().model, family=family, arch=arch, latent_dim=latent))
+        config = VAEConfig(model=dataclasses.replace(VAEConfig().model, family=family, arch=arch, latent_dim=latent))
     elif isinstance(config, dict):
-        config = from_dict(RunConfig, config)
+        config = from_dict(VAEConfig, config)
     overrides = {TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
     return with_overrides(config, overrides).validate()
 
 
-def train_run(out: Path, cfg: RunConfig | None, data_dir=None, resume: bool = False, epochs: int | None = None,
+def train_run(out: Path, cfg: VAEConfig | None, data_dir=None, resume: bool = False, epochs: int | None = None,
               dataset: str | None = None, log=lambda m: print(m, file=sys.stderr),
-              tensorboard: bool = False) -> tuple[RunConfig, list[dict]]:
+              tensorboard: bool = False) -> tuple[VAEConfig, list[dict]]:
     """Create (cfg) or resume (cfg None) the VAE run folder `out` and train it; (config, history)."""
     if tensorboard:
         tblog.require()  # before any work: say how to install it
     if resume:
         if not (out / CONFIG).exists():
             raise RunError(f"{out} holds no run to resume (no {CONFIG})")
-        cfg = load_json(out / CONFIG, RunConfig)
-        if dataset is not None and dataset != cfg.dataset:
-            raise VaelabError(f"this run was trained on {cfg.dataset}, not {dataset}; drop the dataset or use "
-                              f"a run trained on {dataset}")
+        cfg = load_json(out / CONFIG, VAEConfig)
+        dataset_for_run(cfg.dataset, dataset)
         if epochs is not None and epochs != cfg.train.epochs:  # extending (or shortening) a run
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs)).validate()
             write_config(out, cfg)
@@ -97,7 +96,7 @@ def train(config=None, out="runs/vae", resume: bool = False, data_dir=None, tens
           **options) -> VAEModel:
     """Train a VAE into the run folder `out` (as `vaelab train`) and return it opened.
 
-    config: a RunConfig, its dict (config.json), or None for the report's choice of `model` ('conv' or 'dense');
+    config: a VAEConfig, its dict (config.json), or None for the report's choice of `model` ('conv' or 'dense');
     options: dataset, model, arch, latent_dim, epochs, batch_size, lr, beta, seed, device, binarize, precision.
     resume=True continues the run in `out` (options then may only give `epochs`, a new target);
     tensorboard=True also writes TensorBoard logs into `out`/tb.

@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from vaelab.data.datasets import DATASETS, DEFAULT, Dataset, get
+from vaelab.data.registry import DATASETS, DEFAULT, Dataset, get
 from vaelab.data.images import Images, to_unit
 from vaelab.data.images import load as load_images
 

@@ -6,8 +6,6 @@ Images are float tensors (N, 1, 28, 28) with intensities in [0, 1] on the CPU; i
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,9 +15,10 @@ from vaelab.diffusion.invert import ddim_invert
 from vaelab.diffusion.sample import eps_model, generate, sample_loop
 from vaelab.diffusion.train import DDPMRun
 from vaelab.errors import VaelabError
-from vaelab.metrics.represent import slerp
-from vaelab.engine.runs import METRICS
-from vaelab.vae.models import count_parameters, vae_samples
+from vaelab.metrics.features import slerp
+from vaelab.engine.runs import read_metrics
+from vaelab.vae.sample import vae_samples
+from vaelab.nn import count_parameters
 from vaelab.vae.run import VAERun
 
 
@@ -43,12 +42,6 @@ def as_images(x) -> torch.Tensor:
     return x
 
 
-def read_metrics_file(path: Path) -> dict | None:
-    """The run's metrics.json, or None before `evaluate` has run."""
-    f = path / METRICS
-    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
-
-
 class RunModel:
     """What every opened run shares: its folder, device, network, config, history and metrics."""
 
@@ -69,7 +62,7 @@ class RunModel:
     @property
     def metrics(self) -> dict | None:
         """metrics.json of `vaelab evaluate` (or vaelab.evaluate), None if not evaluated yet."""
-        return read_metrics_file(self.path)
+        return read_metrics(self.path, required=False)
 
 
 class VAEModel(RunModel):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vaelab.data.datasets import DATASETS, DEFAULT
-from vaelab.errors import VaelabError
+from vaelab.data.registry import DATASETS, DEFAULT
 
 
 def int_at_least(low: int):
@@ -57,13 +56,6 @@ def dataset_of(args: argparse.Namespace) -> str:
     """--dataset, or the default dataset when it was not given."""
     return args.dataset or DEFAULT
 
-
-def run_dataset(trained_on: str, asked: str | None) -> str:
-    """The dataset to use with a trained run: its own; --dataset, when given, must name the same one."""
-    if asked is not None and asked != trained_on:
-        raise VaelabError(f"this run was trained on {trained_on}, not {asked}; drop --dataset or use a run "
-                          f"trained on {asked}")
-    return trained_on
 
 
 def add_together(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vaelab.cli.common import add_dataset, dataset_of
-from vaelab.data.datasets import DATASETS, get
+from vaelab.data.registry import DATASETS, get
 from vaelab.data.images import info, load
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab.cli.common import (add_dataset, add_tensorboard, dataset_of, finite_float, nonneg_int, positive_int,
-                               run_dataset)
+from vaelab.data.registry import dataset_for_run
+from vaelab.cli.common import (add_dataset, add_tensorboard, dataset_of, finite_float, nonneg_int, positive_int)
 from vaelab.cli import invert
 from vaelab.config import load_json
 from vaelab.data.images import Images, load
@@ -59,7 +59,7 @@ def plan_train(args, out: Path) -> tuple[DDPMConfig, bool]:
     if read_kind(out) != "ddpm":
         raise RunError(f"{out} holds a VAE run; resume it with `vaelab train --resume`")
     cfg = load_json(out / CONFIG, DDPMConfig)
-    run_dataset(cfg.dataset, args.dataset)
+    dataset_for_run(cfg.dataset, args.dataset)
     if args.epochs is not None and args.epochs != cfg.train.epochs:  # a new target for the run
         cfg = extend(cfg, args.epochs)
     return cfg, (out / "state.pt").exists()
@@ -149,7 +149,7 @@ def cmd_figures(args) -> int:
     """Write the report's figure 4 (a: noising, b: noise to image, c: samples) into the run folder."""
     sampler_args(args)
     run = open_ddpm(args.run, args.device, ema=not args.raw)
-    data = load(run_dataset(run.cfg.dataset, args.dataset), args.data_dir)
+    data = load(dataset_for_run(run.cfg.dataset, args.dataset), args.data_dir)
     for p in all_figures(run, data, args.sampler, args.steps, args.eta, args.seed):
         print(p)
     return 0

@@ -7,13 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from vaelab.cli.common import add_dataset, dataset_of, nonneg_int, positive_int, run_dataset
-from vaelab.data.datasets import DATASETS, DEFAULT, get
+from vaelab.data.registry import dataset_for_run
+from vaelab.cli.common import add_dataset, dataset_of, nonneg_int, positive_int
+from vaelab.data.registry import DATASETS, DEFAULT, get
 from vaelab.data.images import load
-from vaelab.engine.runs import pick_device
+from vaelab.engine.runs import pick_device, read_metrics
 from vaelab.metrics import pinning, reference
 from vaelab.metrics.evaluate import DEFAULT as DEFAULT_SETTINGS
-from vaelab.metrics.evaluate import QUICK, evaluate_path, read_metrics, settings_with
+from vaelab.metrics.evaluate import QUICK, evaluate_path, settings_with
 
 
 def dataset_title(name: str) -> str:
@@ -126,7 +127,7 @@ def cmd_evaluate(args) -> int:
     """Evaluate one run folder on its own dataset, write its metrics.json and print the table."""
     s = settings_with(QUICK if args.quick else DEFAULT_SETTINGS, iwae_k=args.k, iwae_images=args.iwae_images,
                       n_samples=args.samples, probe_train=args.probe_train, seed=args.seed)
-    data = lambda trained_on: load(run_dataset(trained_on, args.dataset), args.data_dir)  # noqa: E731
+    data = lambda trained_on: load(dataset_for_run(trained_on, args.dataset), args.data_dir)  # noqa: E731
     clf = None
     if args.classifier:  # opened on the run's own dataset by evaluate_path's check, on the CPU (it is small)
         clf = reference.own(args.classifier)

@@ -6,7 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from vaelab.cli.common import add_dataset, int_at_least, nonneg_int, run_dataset
+from vaelab.data.registry import dataset_for_run
+from vaelab.cli.common import add_dataset, int_at_least, nonneg_int
 from vaelab.data.images import load
 from vaelab.errors import RunError
 from vaelab.vae.explore import DEFAULT_POINTS, MAPS, PAGE, write_explorer
@@ -19,7 +20,7 @@ def cmd_explore(args) -> int:
     if out is not None and out.is_dir():
         raise RunError(f"--out {out} is a folder; name the HTML file to write")
     run = open_vae(args.run, args.device)
-    data = load(run_dataset(run.cfg.dataset, args.dataset), args.data_dir)
+    data = load(dataset_for_run(run.cfg.dataset, args.dataset), args.data_dir)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from vaelab.cli.common import add_dataset, run_dataset
+from vaelab.data.registry import dataset_for_run
+from vaelab.cli.common import add_dataset
 from vaelab.data.images import load
 from vaelab.studies.represent import DEFAULT, QUICK, markdown, measure, write
 
@@ -33,7 +34,7 @@ images) 315 s: probes 242 s, inversion 58 s (S = 1000 alone about 50 s), interpo
 def cmd_represent(args) -> int:
     """Run the measurements and write their files; print the Markdown table."""
     budget = QUICK if args.quick else DEFAULT
-    data = lambda trained_on: load(run_dataset(trained_on, args.dataset), args.data_dir)  # noqa: E731
+    data = lambda trained_on: load(dataset_for_run(trained_on, args.dataset), args.data_dir)  # noqa: E731
     t0 = time.perf_counter()
     result = measure(Path(args.vae), Path(args.ddpm), data, budget, args.device,
                      log=lambda m: print(m, file=sys.stderr))  # progress apart from the table on stdout

@@ -8,25 +8,27 @@ import sys
 from pathlib import Path
 
 from vaelab.api import train_run
-from vaelab.cli.common import add_dataset, add_tensorboard, dataset_of, finite_float, nonneg_int, positive_int, run_dataset
+from vaelab.data.registry import dataset_for_run
+from vaelab.cli.common import add_dataset, add_tensorboard, dataset_of, finite_float, nonneg_int, positive_int
 from vaelab.config import load_json
 from vaelab.data.images import load
 from vaelab.engine import tblog
 from vaelab.engine.runs import CONFIG
 from vaelab.errors import RunError, VaelabError
 from vaelab.vae import figures
-from vaelab.vae.config import ModelConfig, RunConfig, TrainConfig
-from vaelab.vae.models import FAMILIES, REPORT_CHOICE, count_parameters
+from vaelab.vae.config import VAEModelConfig, VAEConfig, VAETrainConfig
+from vaelab.vae.networks import FAMILIES, REPORT_CHOICE
+from vaelab.nn import count_parameters
 from vaelab.vae.run import open_vae
 from vaelab.vae.stacked import train_stacked
 
 
 def config_from_args(args):
-    """A validated RunConfig from train options (report defaults per family)."""
+    """A validated VAEConfig from train options (report defaults per family)."""
     arch = args.arch or REPORT_CHOICE[args.model][0]
     latent = args.latent_dim if args.latent_dim is not None else REPORT_CHOICE[args.model][1]
-    return RunConfig(dataset=dataset_of(args), model=ModelConfig(args.model, arch, latent),
-                     train=TrainConfig(epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr,
+    return VAEConfig(dataset=dataset_of(args), model=VAEModelConfig(args.model, arch, latent),
+                     train=VAETrainConfig(epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr,
                                        beta=args.beta, seed=args.seed, device=args.device,
                                        binarize=args.binarize, precision=args.precision)).validate()
 
@@ -49,8 +51,8 @@ def cmd_train_together(args) -> int:
     for d in dirs:
         if not (d / CONFIG).is_file():
             raise RunError(f"{d} holds no prepared run ({CONFIG} missing); `vaelab sweep` prepares them")
-    cfgs = [load_json(d / CONFIG, RunConfig) for d in dirs]
-    dataset = run_dataset(cfgs[0].dataset, args.dataset)
+    cfgs = [load_json(d / CONFIG, VAEConfig) for d in dirs]
+    dataset = dataset_for_run(cfgs[0].dataset, args.dataset)
     started = [(d / "state.pt").exists() for d in dirs]
     if any(started) and not all(started):
         raise RunError("some of the runs have started and some have not; train them one by one")
@@ -75,7 +77,7 @@ def cmd_figure(args) -> int:
     run = open_vae(args.run, args.device)
     name, needs_data = FIGURES[args.command]
     fn = getattr(figures, name)
-    data = load(run_dataset(run.cfg.dataset, args.dataset), args.data_dir) if needs_data else None
+    data = load(dataset_for_run(run.cfg.dataset, args.dataset), args.data_dir) if needs_data else None
     result = fn(run, data, seed=args.seed) if needs_data else fn(run, seed=args.seed)
     for p in result if isinstance(result, list) else [result]:
         print(p)
@@ -85,8 +87,8 @@ def cmd_figure(args) -> int:
 def cmd_demo(args) -> int:
     """Train the report's final conv VAE briefly, write every figure and a summary."""
     out = Path(args.out)
-    cfg = RunConfig(dataset=dataset_of(args), model=ModelConfig("conv", "32-64-128", 10),
-                    train=TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device)).validate()
+    cfg = VAEConfig(dataset=dataset_of(args), model=VAEModelConfig("conv", "32-64-128", 10),
+                    train=VAETrainConfig(epochs=args.epochs, seed=args.seed, device=args.device)).validate()
     resume = (out / "config.json").exists()
     if resume:
         print(f"{out} already holds the demo run; continuing it", file=sys.stderr)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaelab.cli.common import add_dataset, positive_int, run_dataset
+from vaelab.data.registry import dataset_for_run
+from vaelab.cli.common import add_dataset, positive_int
 from vaelab.data.images import load
 from vaelab.errors import VaelabError
 from vaelab.studies.versus import DDPM_SAMPLERS, compare, write
@@ -19,7 +20,7 @@ def cmd_versus(args) -> int:
         raise VaelabError(f"unknown sampler(s) {', '.join(unknown)}: choose from {', '.join(DDPM_SAMPLERS)}")
     if args.n < 10:
         raise VaelabError("--n must be at least 10 (precision/recall use k-NN radii)")
-    data = lambda trained_on: load(run_dataset(trained_on, args.dataset), args.data_dir)  # noqa: E731
+    data = lambda trained_on: load(dataset_for_run(trained_on, args.dataset), args.data_dir)  # noqa: E731
     result = compare(Path(args.vae), Path(args.ddpm), data, args.n, samplers, args.device)
     paths = write(result, Path(args.out))
     print(paths[1].read_text())

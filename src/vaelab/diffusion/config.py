@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vaelab.config import check_device, with_overrides
-from vaelab.data import datasets
-from vaelab.diffusion.unet import parse_widths
+from vaelab.data import registry
+from vaelab.diffusion.networks import parse_widths
 from vaelab.errors import VaelabError
 
 
@@ -88,7 +88,7 @@ class DDPMConfig:
     """Everything that defines a DDPM run; saved as config.json."""
 
     kind: Literal["ddpm"] = "ddpm"
-    dataset: str = datasets.DEFAULT  # a name of the dataset registry; runs written before it existed are MNIST
+    dataset: str = registry.DEFAULT  # a name of the dataset registry; runs written before it existed are MNIST
     profile: str = "full"  # the profile it started from (informative; the fields below are what count)
     model: UNetConfig = field(default_factory=UNetConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -96,7 +96,7 @@ class DDPMConfig:
 
     def validate(self) -> "DDPMConfig":
         """Validate every part; return self so calls chain."""
-        datasets.get(self.dataset)
+        registry.get(self.dataset)
         self.model.validate()
         self.schedule.validate()
         self.train.validate()

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from vaelab import plots
-from vaelab.data.datasets import get
+from vaelab.data.registry import get
 from vaelab.data.images import Images
 from vaelab.diffusion.sample import eps_model, generate, sample_images, sample_loop, sampler_label
 from vaelab.diffusion.schedule import NoiseSchedule, sampler_named

@@ -28,7 +28,7 @@ from vaelab.config import to_dict
 from vaelab.data.images import Images, to_unit
 from vaelab.diffusion.config import DDPMConfig
 from vaelab.diffusion.schedule import NoiseSchedule
-from vaelab.diffusion.unet import UNet
+from vaelab.diffusion.networks import UNet
 from vaelab.engine import checkpoint, distributed
 from vaelab.engine.distributed import SINGLE, World
 from vaelab.engine.loop import Family, Progress, fit, restore

@@ -122,6 +122,6 @@ def load_weights(path: Path, expected: dict[str, torch.Tensor] | None = None) ->
     return tensors
 
 
-def write_metrics(run_dir: Path, history: list[dict]) -> None:
+def write_history(run_dir: Path, history: list[dict]) -> None:
     """metrics.jsonl rewritten atomically from the history kept in state.pt (one line an epoch)."""
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))

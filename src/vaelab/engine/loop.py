@@ -109,7 +109,7 @@ def save_epoch(guard: Guard, run_dir: Path, weights: dict, opt_state: dict, hist
         state["rng_cuda"] = torch.cuda.get_rng_state(device)
     with guard.critical():
         checkpoint.save(run_dir, weights, state, epoch + 1)
-        checkpoint.write_metrics(run_dir, history)
+        checkpoint.write_history(run_dir, history)
 
 
 def train_epoch(step, perm: torch.Tensor, batch_size: int, steps_iter, check_every: int = 50,

@@ -21,6 +21,7 @@ from vaelab.errors import RunError, VaelabError
 
 CONFIG = "config.json"
 METRICS = "metrics.json"  # written by `vaelab evaluate`
+METRICS_FORMAT = "vaelab-metrics-1"  # its "format" field
 
 
 def versions() -> dict:
@@ -88,3 +89,26 @@ def trained_config(run_dir: Path, kind: str, cls: type):
         raise RunError(f"{run_dir} has no trained weights yet ({checkpoint.WEIGHTS} missing)")
     checkpoint.recover(run_dir)
     return cfg
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> Path:
+    """metrics.json in the run folder, written atomically."""
+    path = Path(run_dir) / METRICS
+    checkpoint.atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
+    return path
+
+
+def read_metrics(run_dir, required: bool = True) -> dict | None:
+    """A run's metrics.json (None when it has none and not `required`); RunError if missing or unreadable."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        if not required:
+            return None
+        raise RunError(f"{run_dir} has no {METRICS}; run `vaelab evaluate {run_dir}` first")
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise RunError(f"{path} is not readable JSON ({e})") from None
+    if not isinstance(metrics, dict) or metrics.get("format") != METRICS_FORMAT:
+        raise RunError(f"{path} is not a vaelab metrics file")
+    return metrics

@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from vaelab.data.datasets import Dataset
+from vaelab.data.registry import Dataset
 from vaelab.data.images import Images, to_unit
 from vaelab.data.sources import cache_root
 from vaelab.engine.checkpoint import atomic_write_text, fsync_dir

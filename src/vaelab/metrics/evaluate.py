@@ -9,7 +9,6 @@ run's kind to how it is opened and scored. Every number is stored with the setti
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -21,8 +20,7 @@ import torch
 from vaelab.data.images import Data, Images, images_for, to_unit
 from vaelab.diffusion.sample import generate
 from vaelab.diffusion.train import DDPMRun, open_ddpm
-from vaelab.engine.checkpoint import atomic_write_text
-from vaelab.engine.runs import METRICS, read_kind
+from vaelab.engine.runs import METRICS_FORMAT, read_kind, write_metrics
 from vaelab.errors import RunError
 from vaelab.metrics import quality
 from vaelab.metrics.classifier import ReferenceClassifier
@@ -30,11 +28,12 @@ from vaelab.metrics.latent import latent_probes
 from vaelab.metrics.likelihood import data_variant, fast_copy, iwae_log_px, likelihood
 from vaelab.metrics.reference import resolve
 from vaelab.metrics.structure import latent_structure
-from vaelab.vae.models import count_parameters, encode_logvar, vae_samples
+from vaelab.vae.sample import encode_logvar, vae_samples
+from vaelab.nn import count_parameters
 from vaelab.vae.run import VAERun, open_vae
 from vaelab.vae.train import test_images
 
-FORMAT = "vaelab-metrics-1"
+FORMAT = METRICS_FORMAT
 DDPM_SAMPLER, DDPM_STEPS = "ddim", 50  # a DDPM's evaluation samples: the fast sampler
 STRUCTURE_SEED = 3  # latent structure draws from seed + 3 (samples use seed + 2, IWAE seed + 1)
 
@@ -171,25 +170,4 @@ def evaluate_path(path, s: Settings = DEFAULT, device: str = "auto", data_dir=No
     run = evaluator.open(path, device)
     metrics = evaluator.score(run, images_for(run.cfg.dataset, data, data_dir), s, clf, log)
     write_metrics(path, metrics)
-    return metrics
-
-
-def write_metrics(run_dir: Path, metrics: dict) -> Path:
-    """metrics.json in the run folder, written atomically."""
-    path = Path(run_dir) / METRICS
-    atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
-    return path
-
-
-def read_metrics(run_dir) -> dict:
-    """A run's metrics.json; RunError if it is missing or unreadable."""
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
-        raise RunError(f"{run_dir} has no {METRICS}; run `vaelab evaluate {run_dir}` first")
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        raise RunError(f"{path} is not readable JSON ({e})") from None
-    if not isinstance(metrics, dict) or metrics.get("format") != FORMAT:
-        raise RunError(f"{path} is not a vaelab metrics file")
     return metrics

@@ -12,7 +12,8 @@ from sklearn import config_context
 from sklearn.metrics import silhouette_score
 
 from vaelab.data.images import Images, to_unit
-from vaelab.vae.models import VAE
+from vaelab.vae.networks import VAE
+from vaelab.vae.sample import encode_mu
 
 TRAIN_BINARIZE_SEED = 20240602  # the training images' one draw for the latent probes (binarised runs)
 
@@ -20,12 +21,6 @@ TRAIN_BINARIZE_SEED = 20240602  # the training images' one draw for the latent p
 def classes_of(*labels: torch.Tensor) -> int:
     """The number of classes that label tensors imply: the largest label + 1."""
     return int(max(int(y.max()) for y in labels if len(y))) + 1
-
-
-@torch.no_grad()
-def encode_mu(model: VAE, x: torch.Tensor, batch: int = 2000) -> torch.Tensor:
-    """Posterior means (N, D) of images x (N, 1, 28, 28)."""
-    return torch.cat([model.encode(x[i:i + batch])[0] for i in range(0, len(x), batch)])
 
 
 def knn_accuracy(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,

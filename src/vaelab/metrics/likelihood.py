@@ -15,9 +15,9 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
-from vaelab.data.datasets import Dataset
-from vaelab.vae.losses import kl_per_dim, neg_log_px
-from vaelab.vae.models import VAE
+from vaelab.data.registry import Dataset
+from vaelab.vae.loss import kl_per_dim, neg_log_px
+from vaelab.vae.networks import VAE
 from vaelab.vae.train import TEST_SEED
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015, section 5.2

@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from vaelab.data.datasets import Dataset
+from vaelab.data.registry import Dataset
 from vaelab.data.images import Images
 from vaelab.data.sources import cache_root
 from vaelab.errors import VaelabError

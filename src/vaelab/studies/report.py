@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from vaelab import plots
-from vaelab.data.datasets import DEFAULT as DEFAULT_DATASET
-from vaelab.data.datasets import get as get_dataset
+from vaelab.data.registry import DEFAULT as DEFAULT_DATASET
+from vaelab.data.registry import get as get_dataset
 from vaelab.engine.checkpoint import atomic_write_text
 from vaelab.errors import VaelabError
 from vaelab.data.images import Data, Loader, images_for

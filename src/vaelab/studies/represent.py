@@ -1,7 +1,7 @@
 """How a VAE and a DDPM represent digits (the report's closing question), measured with one protocol for both.
 
 Three measurements on the same test images: linear probes and k-NN on each representation (the VAE's mu and
-z; the DDPM's UNet blocks at a grid of noise levels t, metrics/represent.py), DDIM inversion's round trip
+z; the DDPM's UNet blocks at a grid of noise levels t, metrics/features.py), DDIM inversion's round trip
 x0 -> x_T -> x0 for several step counts S, and interpolation between test digits of different classes (VAE:
 lerp and slerp of mu; DDPM: slerp of DDIM-inverted x_T decoded by DDIM, eta 0) measured in the reference
 classifier's features. The result is data (representations.json); markdown() and the figures render it.
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vaelab import plots
-from vaelab.data.datasets import get as get_dataset
+from vaelab.data.registry import get as get_dataset
 from vaelab.data.images import Images, to_unit
 from vaelab.diffusion.invert import ddim_invert
 from vaelab.diffusion.sample import eps_model, sample_loop
@@ -29,7 +29,7 @@ from vaelab.data.images import Data, images_for
 from vaelab.metrics.quality import features
 from vaelab.metrics.reference import resolve
 from vaelab.metrics.structure import different_class_pairs
-from vaelab.metrics.represent import path_metrics, probe, slerp, unet_blocks, unet_features, vae_latents
+from vaelab.metrics.features import path_metrics, probe, slerp, unet_blocks, unet_features, vae_latents
 from vaelab.vae.run import VAERun, open_vae
 
 FORMAT = "vaelab-representations-1"

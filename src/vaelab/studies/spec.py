@@ -20,10 +20,10 @@ from importlib import resources
 from pathlib import Path
 
 from vaelab.config import with_overrides
-from vaelab.data import datasets
+from vaelab.data import registry
 from vaelab.errors import VaelabError
-from vaelab.vae.config import RunConfig
-from vaelab.vae.models import REPORT_CHOICE
+from vaelab.vae.config import VAEConfig
+from vaelab.vae.networks import REPORT_CHOICE
 
 CORE_KEYS = {"dataset", "model.family", "model.arch", "model.latent_dim", "train.beta", "train.seed"}  # always named
 EVALUATE_KEYS = {"quick", "k", "samples", "iwae_images", "probe_train"}
@@ -103,12 +103,12 @@ def load_spec(arg: str) -> Spec:
         raise VaelabError(f"cannot read {path}: {e}") from None
 
 
-def run_name(cfg: RunConfig, point: dict) -> str:
+def run_name(cfg: VAEConfig, point: dict) -> str:
     """A readable, filesystem-safe folder name, e.g. 'conv-32-64-128_z10_beta1_seed0' (+ other grid keys);
     runs of another dataset than the default one start with its name ('fashion-mnist_conv-...')."""
     m, t = cfg.model, cfg.train
     parts = [f"{m.family}-{m.arch}", f"z{m.latent_dim}", f"beta{t.beta:g}", f"seed{t.seed}"]
-    if cfg.dataset != datasets.DEFAULT:
+    if cfg.dataset != registry.DEFAULT:
         parts.insert(0, cfg.dataset)
     for key, value in point.items():
         if key not in CORE_KEYS:
@@ -118,16 +118,16 @@ def run_name(cfg: RunConfig, point: dict) -> str:
     return name[:150] or "run"
 
 
-def family_defaults(cfg: RunConfig, given: set[str]) -> dict:
+def family_defaults(cfg: VAEConfig, given: set[str]) -> dict:
     """The report's architecture and latent size for the config's family, where the spec names neither
     (a spec saying only `model.family = "dense"` means the report's dense model, as `vaelab train` does)."""
     arch, latent = REPORT_CHOICE.get(cfg.model.family, (cfg.model.arch, cfg.model.latent_dim))
     return {k: v for k, v in (("model.arch", arch), ("model.latent_dim", latent)) if k not in given}
 
 
-def configs(spec: Spec, overrides: dict | None = None) -> list[tuple[str, RunConfig]]:
+def configs(spec: Spec, overrides: dict | None = None) -> list[tuple[str, VAEConfig]]:
     """Every (run name, validated config) of the grid, in a stable order; names are unique."""
-    base = with_overrides(RunConfig(), {**spec.base, **(overrides or {})}) if spec.base or overrides else RunConfig()
+    base = with_overrides(VAEConfig(), {**spec.base, **(overrides or {})}) if spec.base or overrides else VAEConfig()
     keys = list(spec.grid)
     given = {*spec.base, *spec.grid, *(overrides or {})}
     out, seen = [], set()

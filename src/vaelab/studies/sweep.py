@@ -28,7 +28,7 @@ from vaelab.engine.runs import write_config
 from vaelab.errors import VaelabError
 from vaelab.studies.executors import Executor, Job, JobResult, LocalExecutor
 from vaelab.studies.spec import Spec, builtin_specs, configs, load_spec, parse_spec, run_name
-from vaelab.vae.config import RunConfig
+from vaelab.vae.config import VAEConfig
 
 __all__ = ["Spec", "SweepLock", "builtin_specs", "configs", "is_done", "load_spec", "parse_spec", "run_name",
            "run_sweep"]
@@ -87,7 +87,7 @@ def unit_jobs(out: Path, names: list[str], evaluate: dict | None,
     return jobs
 
 
-def units(runs: list[tuple[str, RunConfig]], todo: list[str], together: bool) -> list[list[str]]:
+def units(runs: list[tuple[str, VAEConfig]], todo: list[str], together: bool) -> list[list[str]]:
     """The runs to start, in order: with `together`, runs whose configs differ only in beta form one unit."""
     if not together:
         return [[name] for name in todo]
@@ -100,19 +100,19 @@ def units(runs: list[tuple[str, RunConfig]], todo: list[str], together: bool) ->
     return list(groups.values())
 
 
-def stack_by_default(runs: list[tuple[str, RunConfig]], cuda: bool | None = None) -> bool:
+def stack_by_default(runs: list[tuple[str, VAEConfig]], cuda: bool | None = None) -> bool:
     """--together auto: stack on CUDA, where it pays (several times); on CPU processes do as well.
     cuda: whether the runs get a GPU (default: whether this machine has one)."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     return cuda and all(c.train.device in ("auto", "cuda") or c.train.device.startswith("cuda") for _, c in runs)
 
 
-def prepare(out: Path, runs: list[tuple[str, RunConfig]]) -> None:
+def prepare(out: Path, runs: list[tuple[str, VAEConfig]]) -> None:
     """Write each run's config.json once; a folder that holds a different config is refused."""
     for name, cfg in runs:
         run_dir = out / name
         if (run_dir / "config.json").exists():
-            saved = load_json(run_dir / "config.json", RunConfig)  # a config written before a field existed
+            saved = load_json(run_dir / "config.json", VAEConfig)  # a config written before a field existed
             if saved != cfg:  # compares with that field's default, as every reader of the run does
                 raise VaelabError(f"{run_dir} holds a run with another config; use another --out")
             continue

@@ -12,8 +12,10 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vaelab.data.datasets import DEFAULT as DEFAULT_DATASET
-from vaelab.vae.models import build_vae, count_parameters
+from vaelab.data.registry import DEFAULT as DEFAULT_DATASET
+from vaelab.engine.runs import read_metrics
+from vaelab.vae.networks import build_vae
+from vaelab.nn import count_parameters
 
 # The report's own choices, to check the numbers against (sections 2.6, 3.3 and 4)
 REPORT_CHOICE = {"dense": ("256-512", 5, 1.0), "conv": ("32-64-128", 10, 1.0), "beta": ("32-64-128", 10, 1.0)}
@@ -77,9 +79,8 @@ def run_values(run_dir: Path) -> dict[str, float | list[float]]:
         out["epochs"] = history[-1]["epoch"]
         for k in ("neg_elbo", "recon", "kl"):
             out[k] = history[-1][f"test_{k}"]  # overwritten below by the evaluation when there is one
-    mpath = run_dir / "metrics.json"
-    if mpath.is_file():
-        m = json.loads(mpath.read_text())
+    m = read_metrics(run_dir, required=False)
+    if m is not None:
         lik, sq, lat = m.get("likelihood", {}), m.get("sample_quality", {}), m.get("latent", {})
         out.update({k: lik[k] for k in ("neg_elbo", "recon", "kl", "active_units") if k in lik})
         if "iwae" in lik:
@@ -109,9 +110,8 @@ def structure_values(st: dict) -> dict[str, float]:
 
 def classifier_of(run_dir: Path) -> set[str]:
     """{sha256 of the classifier that scored the run's samples}, or {} when it has no sample metrics."""
-    mpath = run_dir / "metrics.json"
-    sha = json.loads(mpath.read_text()).get("sample_quality", {}).get("classifier", {}).get("sha256") \
-        if mpath.is_file() else None
+    m = read_metrics(run_dir, required=False) or {}
+    sha = m.get("sample_quality", {}).get("classifier", {}).get("sha256")
     return {sha} if sha else set()
 
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from vaelab import plots
-from vaelab.data.datasets import DEFAULT as DEFAULT_DATASET
-from vaelab.data.datasets import get as get_dataset
+from vaelab.data.registry import DEFAULT as DEFAULT_DATASET
+from vaelab.data.registry import get as get_dataset
 from vaelab.data.images import Images
 from vaelab.diffusion.sample import generate
 from vaelab.diffusion.train import open_ddpm
@@ -28,7 +28,7 @@ from vaelab.errors import VaelabError
 from vaelab.metrics import quality
 from vaelab.metrics.reference import resolve
 from vaelab.data.images import Data, images_for
-from vaelab.vae.models import count_parameters
+from vaelab.nn import count_parameters
 from vaelab.vae.run import open_vae
 
 # name -> (sampler, steps, eta): the DDPM's ways of sampling compared here. DDIM with eta = 0 is the

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vaelab.config import check_device
-from vaelab.data import datasets
+from vaelab.data import registry
 from vaelab.errors import VaelabError
-from vaelab.vae.models import check_arch
+from vaelab.vae.networks import check_arch
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class VAEModelConfig:
     """Which VAE: family (dense or conv), architecture name, latent size."""
 
     family: Literal["dense", "conv"] = "conv"
@@ -27,7 +27,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class VAETrainConfig:
     """Optimisation and data settings of a VAE run."""
 
     epochs: int = 10
@@ -55,17 +55,17 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class VAEConfig:
     """Everything that defines a VAE run; saved as config.json."""
 
     kind: Literal["vae"] = "vae"
-    dataset: str = datasets.DEFAULT  # a name of the dataset registry; runs written before it existed are MNIST
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    dataset: str = registry.DEFAULT  # a name of the dataset registry; runs written before it existed are MNIST
+    model: VAEModelConfig = field(default_factory=VAEModelConfig)
+    train: VAETrainConfig = field(default_factory=VAETrainConfig)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> "VAEConfig":
         """Validate every part; return self so calls chain."""
-        datasets.get(self.dataset)
+        registry.get(self.dataset)
         self.model.validate()
         self.train.validate()
         return self

@@ -22,7 +22,7 @@ from vaelab.data.images import Images
 from vaelab.engine.checkpoint import atomic_write_text
 from vaelab.errors import VaelabError
 from vaelab.vae import figures
-from vaelab.vae.models import ConvDecoder, DenseDecoder
+from vaelab.vae.networks import ConvDecoder, DenseDecoder
 from vaelab.vae.run import VAERun
 
 PAGE = "explorer.html"  # the page's default name in a run folder
@@ -162,7 +162,7 @@ def page_data(run: VAERun, data: Images, points: int = DEFAULT_POINTS, how: str 
     """Everything the page shows: model, decoder, map, test points (indices, labels, mu, images)."""
     idx = subset(len(data.test_x), points, seed)
     x = data.test_x[idx]
-    mu = figures.encode_mu(run, x).astype(np.float32)
+    mu = figures.mu_of(run, x).astype(np.float32)
     xy, inverse = latent_map(mu, how, seed)
     images = zlib.compress(x.numpy().astype(np.uint8).tobytes(), 9)  # about 5x smaller; the page inflates it
     pair = data.dataset.interpolation_pair

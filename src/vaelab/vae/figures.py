@@ -16,6 +16,7 @@ from sklearn.manifold import TSNE
 from vaelab import plots
 from vaelab.data.images import Images, to_unit
 from vaelab.vae.run import VAERun
+from vaelab.vae.sample import encode_mu
 
 
 def describe(run: VAERun) -> str:
@@ -35,11 +36,9 @@ def decode(run: VAERun, z: torch.Tensor) -> np.ndarray:
     return run.model.decode(z.to(run.device)).cpu().numpy()[:, 0]
 
 
-@torch.no_grad()
-def encode_mu(run: VAERun, x_u8: torch.Tensor, batch: int = 2000) -> np.ndarray:
-    """Posterior means (n, D) of uint8 images (n, 1, 28, 28)."""
-    return torch.cat([run.model.encode(to_unit(x_u8[i:i + batch].to(run.device)))[0].cpu()
-                      for i in range(0, len(x_u8), batch)]).numpy()
+def mu_of(run: VAERun, x_u8: torch.Tensor) -> np.ndarray:
+    """Posterior means (n, D) of uint8 images (n, 1, 28, 28), on the CPU."""
+    return encode_mu(run.model, to_unit(x_u8.to(run.device))).cpu().numpy()
 
 
 def samples(run: VAERun, seed: int = 0) -> Path:
@@ -53,7 +52,7 @@ def reconstructions(run: VAERun, data: Images, n: int = 10, seed: int = 0) -> Pa
     """n test images (top) above their reconstructions from the posterior mean (bottom)."""
     idx = torch.randperm(len(data.test_x), generator=generator(seed))[:n]
     x = data.test_x[idx]
-    recon = decode(run, torch.from_numpy(encode_mu(run, x)))
+    recon = decode(run, torch.from_numpy(mu_of(run, x)))
     images = np.concatenate([to_unit(x).numpy()[:, 0], recon])
     return plots.image_grid(images, 2, n, f"Test images and reconstructions\n{describe(run)}",
                             run.path / "reconstructions.png", row_labels=["input", "recon"])
@@ -75,7 +74,7 @@ def embed_2d(mu: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
 
 def latent(run: VAERun, data: Images, seed: int = 0) -> list[Path]:
     """Test-set posterior means coloured by class (t-SNE above 2-D); plus the manifold when D = 2."""
-    mu = encode_mu(run, data.test_x)
+    mu = mu_of(run, data.test_x)
     t0 = time.perf_counter()
     points, how = embed_2d(mu, seed)
     took = time.perf_counter() - t0
@@ -103,7 +102,7 @@ def interpolation(run: VAERun, data: Images, steps: int = 10, seed: int = 0) -> 
     ca, cb = data.dataset.interpolation_pair  # two different classes (digits 3 and 8 for MNIST)
     a = int(torch.nonzero(data.test_y == ca)[0])  # the first test image of each: chosen reproducibly
     b = int(torch.nonzero(data.test_y == cb)[0])
-    m1, m2 = torch.from_numpy(encode_mu(run, data.test_x[[a, b]]))
+    m1, m2 = torch.from_numpy(mu_of(run, data.test_x[[a, b]]))
     r = torch.linspace(0, 1, steps)[:, None]  # (steps, 1)
     rows = [(1 - r) * z1 + r * z2, (1 - r) * m1 + r * m2]  # each (steps, D)
     images = np.concatenate([decode(run, z) for z in rows])

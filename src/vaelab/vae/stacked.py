@@ -28,9 +28,9 @@ from vaelab.engine.loop import Family, Progress, fit, restore
 from vaelab.engine.runs import pick_device
 from vaelab.engine.steps import Compute, graphs_wanted, make_optimizer, step_function
 from vaelab.errors import VaelabError
-from vaelab.vae.config import RunConfig
-from vaelab.vae.losses import stacked_elbo_terms
-from vaelab.vae.models import VAE, build_vae
+from vaelab.vae.config import VAEConfig
+from vaelab.vae.loss import stacked_elbo_terms
+from vaelab.vae.networks import VAE, build_vae
 from vaelab.vae.tensorboard import VAEBoards
 from vaelab.vae.train import batch_images, epoch_record, test_images
 
@@ -79,7 +79,7 @@ def stack_optimizer_states(sds: list[dict]) -> dict:
     return {"state": state, "param_groups": copy.deepcopy(first["param_groups"])}
 
 
-def check_group(cfgs: list[RunConfig]) -> None:
+def check_group(cfgs: list[VAEConfig]) -> None:
     """VaelabError unless the configs are the same but for train.beta (what stacking assumes)."""
     def without_beta(c):
         d = to_dict(c)
@@ -119,7 +119,7 @@ def stacked_compute(stacked: StackedVAEs, x_train: torch.Tensor, tc, betas: torc
     return compute
 
 
-def train_stacked(run_dirs: list[Path], cfgs: list[RunConfig], data: Images, resume: bool = False,
+def train_stacked(run_dirs: list[Path], cfgs: list[VAEConfig], data: Images, resume: bool = False,
                   check_every: int = 50, log=lambda m: print(m, file=sys.stderr),
                   tensorboard: bool = False) -> list[list[dict]]:
     """Train (or resume) K runs that differ only in beta, together; returns each run's history."""

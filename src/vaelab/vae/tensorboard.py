@@ -14,8 +14,8 @@ import torch
 
 from vaelab.config import to_dict
 from vaelab.engine.tblog import Board
-from vaelab.vae.config import RunConfig
-from vaelab.vae.models import VAE
+from vaelab.vae.config import VAEConfig
+from vaelab.vae.networks import VAE
 
 NAMES = ("loss", "recon", "kl")  # the per-step record of vae_compute / stacked_compute, per image
 N_SAMPLES, N_RECON = 32, 8
@@ -25,7 +25,7 @@ Z_SEED = 0  # the same z every epoch: the grid shows the model changing, not the
 class VAEBoards:
     """The writers of K VAE runs trained together (K = 1 for `vaelab train`)."""
 
-    def __init__(self, run_dirs: list[Path], cfgs: list[RunConfig], n_train: int, start_epoch: int,
+    def __init__(self, run_dirs: list[Path], cfgs: list[VAEConfig], n_train: int, start_epoch: int,
                  model_of: Callable[[int], VAE], x_test: torch.Tensor):
         tc = cfgs[0].train
         self.steps = (n_train + tc.batch_size - 1) // tc.batch_size

@@ -15,9 +15,9 @@ from vaelab.data.images import Images, to_unit
 from vaelab.engine.loop import Family, Progress, fit, restore
 from vaelab.engine.runs import pick_device
 from vaelab.engine.steps import Compute, graphs_wanted, make_optimizer, step_function
-from vaelab.vae.config import RunConfig
-from vaelab.vae.losses import elbo_terms
-from vaelab.vae.models import VAE, build_vae
+from vaelab.vae.config import VAEConfig
+from vaelab.vae.loss import elbo_terms
+from vaelab.vae.networks import VAE, build_vae
 from vaelab.vae.tensorboard import VAEBoards
 
 TEST_SEED = 20240601  # fixed binarisation of the test set, so binarised -ELBOs are comparable
@@ -70,7 +70,7 @@ def epoch_record(train: list[float], test: dict[str, float]) -> dict:
             **{f"test_{k}": v for k, v in test.items()}}
 
 
-def train_vae(run_dir: Path, cfg: RunConfig, data: Images, resume: bool = False,
+def train_vae(run_dir: Path, cfg: VAEConfig, data: Images, resume: bool = False,
               check_every: int = 50, log=lambda m: print(m, file=sys.stderr), tensorboard: bool = False) -> list[dict]:
     """Train (or resume) the VAE of `cfg` into `run_dir`; returns the per-epoch metrics history (and RUN/tb logs)."""
     tc = cfg.train

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from vaelab.errors import VaelabError
-from vaelab.vae import models
-from vaelab.vae.config import ModelConfig
-from vaelab.vae.models import CONV_ARCHS, DENSE_ARCHS, build_vae, count_parameters, estimate_parameters
+from vaelab.vae import networks
+from vaelab.vae.config import VAEModelConfig
+from vaelab.vae.networks import CONV_ARCHS, DENSE_ARCHS, build_vae, estimate_parameters
+from vaelab.nn import count_parameters
 
 
 def test_report_parameter_counts():
@@ -66,8 +67,8 @@ def test_estimate_gives_the_report_counts():
 
 def refuse_to_build(monkeypatch):
     """Make building any network fail the test: a refusal must come from the estimate alone."""
-    monkeypatch.setattr(models.nn, "Linear", lambda *a, **k: pytest.fail("a layer was built"))
-    monkeypatch.setattr(models.nn, "Conv2d", lambda *a, **k: pytest.fail("a layer was built"))
+    monkeypatch.setattr(networks.nn, "Linear", lambda *a, **k: pytest.fail("a layer was built"))
+    monkeypatch.setattr(networks.nn, "Conv2d", lambda *a, **k: pytest.fail("a layer was built"))
 
 
 @pytest.mark.parametrize("family, arch, latent, count", [
@@ -87,23 +88,23 @@ def test_too_large_is_refused_before_building(monkeypatch, family, arch, latent,
 def test_validate_refuses_a_huge_architecture_at_its_latent_size(monkeypatch):
     refuse_to_build(monkeypatch)  # refused from the config alone, before data are loaded or a folder written
     with pytest.raises(VaelabError, match="at latent_dim 5 has 20,000,158,299,999,209 parameters"):
-        ModelConfig("dense", "99999999-99999999", 5).validate()
+        VAEModelConfig("dense", "99999999-99999999", 5).validate()
     with pytest.raises(VaelabError, match="at latent_dim 1000000000 has"):
-        ModelConfig("conv", "32-64-128", 10**9).validate()
+        VAEModelConfig("conv", "32-64-128", 10**9).validate()
 
 
 def test_the_limit_is_the_cap_or_the_memory_available(monkeypatch):
-    monkeypatch.setattr(models, "available_memory", lambda: None)  # unreadable: the fixed cap alone
-    assert models.training_limit() == (32 * 10**9, "the cap of 2,000,000,000 parameters")
+    monkeypatch.setattr(networks, "available_memory", lambda: None)  # unreadable: the fixed cap alone
+    assert networks.training_limit() == (32 * 10**9, "the cap of 2,000,000,000 parameters")
     build_vae("dense", "256-512", 5)
     with pytest.raises(VaelabError, match=r"over the limit of 32,000,000,000 bytes \(the cap of 2,000,000,000"):
         build_vae("dense", "50000-50000", 5)  # 5.08e9 parameters
-    monkeypatch.setattr(models, "available_memory", lambda: 16_000_000)  # 1,000,000 parameters fit
+    monkeypatch.setattr(networks, "available_memory", lambda: 16_000_000)  # 1,000,000 parameters fit
     with pytest.raises(VaelabError, match=r"1,071,130 parameters: training needs 17,138,080 bytes.*memory available"):
         build_vae("dense", "256-512", 5)
     assert count_parameters(build_vae("conv", "32-64-128", 10)) == 313_557
 
 
 def test_available_memory_is_read_on_linux():
-    memory = models.available_memory()
+    memory = networks.available_memory()
     assert memory is not None and memory > 0 if sys.platform == "linux" else memory is None or memory > 0

@@ -107,7 +107,3 @@ class UNet(nn.Module):
             h = getattr(self, f"dec{j}")(torch.cat([h, skip], dim=1), t_emb)
         return self.final_conv(h)
 
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -266,22 +266,3 @@ def build_vae(family: str, arch: str, latent_dim: int) -> VAE:
         raise VaelabError(f"latent_dim must be >= 1 (got {latent_dim})")
     check_fits(family, arch, latent_dim)
     return VAE(*FAMILIES[family][1](latent_dim, sizes), latent_dim=latent_dim)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-@torch.no_grad()
-def vae_samples(model: VAE, n: int, seed: int = 0, batch: int = 2000) -> torch.Tensor:
-    """n generated images (n, 1, 28, 28): pixel means sigmoid(decoder(z)) of z ~ N(0, I), seeded."""
-    device = next(model.parameters()).device
-    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))  # CPU: same on any device
-    return torch.cat([model.decode(z[i:i + batch].to(device)).cpu() for i in range(0, n, batch)])
-
-
-@torch.no_grad()
-def encode_logvar(model: VAE, x: torch.Tensor, batch: int = 2000) -> torch.Tensor:
-    """Posterior log-variances (N, D) of images x (N, 1, 28, 28)."""
-    return torch.cat([model.encode(x[i:i + batch])[1] for i in range(0, len(x), batch)])

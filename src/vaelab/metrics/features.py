@@ -19,10 +19,10 @@ import statistics
 import torch
 
 from vaelab.diffusion.schedule import NoiseSchedule
-from vaelab.diffusion.unet import UNet
+from vaelab.diffusion.networks import UNet
 from vaelab.metrics.latent import knn_accuracy, linear_probe, silhouette
 from vaelab.metrics.structure import path_metrics  # noqa: F401  (re-exported: represent.path_metrics)
-from vaelab.vae.models import VAE
+from vaelab.vae.networks import VAE
 
 PROBE_SEEDS = (0, 1, 2)
 KNN_K = 5

@@ -95,3 +95,11 @@ def get(name: str) -> Dataset:
     if name not in DATASETS:
         raise VaelabError(f"unknown dataset {name!r}: choose {' or '.join(DATASETS)}")
     return DATASETS[name]
+
+
+def dataset_for_run(trained_on: str, asked: str | None) -> str:
+    """The dataset to use with a trained run: its own; `asked`, when given, must name the same one."""
+    if asked is not None and asked != trained_on:
+        raise VaelabError(f"this run was trained on {trained_on}, not {asked}; leave the dataset out or use a run "
+                          f"trained on {asked}")
+    return trained_on
