@@ -21,7 +21,7 @@ import torch
 from vaelab.data.images import load
 from vaelab.diffusion import schedule as S
 from vaelab.diffusion.sample import generate
-from vaelab.diffusion.train import open_ddpm
+from vaelab.diffusion.run import open_ddpm
 from vaelab.metrics.reference import resolve
 from vaelab.metrics.score import score_images
 

@@ -27,7 +27,8 @@ import torch
 import torch.multiprocessing as mp
 
 from vaelab.diffusion.config import profile_config
-from vaelab.diffusion.train import build_schedule, build_unet, ddpm_compute
+from vaelab.diffusion.run import build_schedule, build_unet
+from vaelab.diffusion.train import ddpm_compute
 from vaelab.engine import distributed
 from vaelab.engine.loop import epoch_order
 from vaelab.engine.steps import make_optimizer, step_function

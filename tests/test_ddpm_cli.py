@@ -15,7 +15,8 @@ from vaelab.data.images import load
 from vaelab.diffusion.sample import generate
 from vaelab.diffusion.config import PROFILES, DDPMConfig, profile_config
 import vaelab.diffusion.train as dt
-from vaelab.diffusion.train import EMA, open_ddpm, train_ddpm
+from vaelab.diffusion.run import open_ddpm
+from vaelab.diffusion.train import EMA, train_ddpm
 from vaelab.errors import TrainingDiverged, VaelabError
 from vaelab.engine.runs import prepare_new, write_config
 
@@ -154,8 +155,9 @@ def test_profiles_and_config_checks():
     cpu = PROFILES["cpu"].train
     assert cpu.amp_cpu and cpu.loss == "min_snr" and PROFILES["cpu"].model.widths == PROFILES["quick"].model.widths
     assert not PROFILES["full"].train.amp_cpu and PROFILES["full"].train.loss == "simple"  # the annex stays the annex
-    from vaelab.cli.ddpm import pick_profile
-    assert pick_profile("auto", "cpu") == "cpu" and pick_profile("quick", "cpu") == "quick"
+    from vaelab.api import ddpm_config
+    on_cpu = {"train.device": "cpu"}
+    assert ddpm_config(None, "auto", on_cpu).profile == "cpu" and ddpm_config(None, "quick", on_cpu).profile == "quick"
 
 
 def test_ema_follows_the_weights_with_warmup():

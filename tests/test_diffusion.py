@@ -221,7 +221,7 @@ def test_sample_loop_visits_every_step_and_clips():
 
 
 def test_min_snr_weights_against_an_independent_computation():
-    from vaelab.diffusion.train import loss_weights
+    from vaelab.diffusion.loss import loss_weights
     s = NoiseSchedule("linear", 1000)
     assert loss_weights(s, "simple", 5.0) is None
     w = loss_weights(s, "min_snr", 5.0).double()
@@ -233,7 +233,8 @@ def test_min_snr_weights_against_an_independent_computation():
 
 
 def test_min_snr_loss_is_the_weighted_mean_squared_error_and_simple_is_unchanged():
-    from vaelab.diffusion.train import ddpm_compute, loss_weights
+    from vaelab.diffusion.loss import loss_weights
+    from vaelab.diffusion.train import ddpm_compute
     s = NoiseSchedule("linear", 50)
     net = UNet("4-8", 8)
     x = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)

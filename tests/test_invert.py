@@ -11,7 +11,7 @@ from vaelab.diffusion.config import DDPMConfig, UNetConfig
 from vaelab.diffusion.invert import ddim_forward_step, ddim_invert, inversion_steps
 from vaelab.diffusion.sample import eps_model, sample_loop
 from vaelab.diffusion.schedule import NoiseSchedule, ddim_step
-from vaelab.diffusion.train import DDPMRun
+from vaelab.diffusion.run import DDPMRun
 from vaelab.diffusion.networks import UNet
 from vaelab.errors import VaelabError
 from vaelab.handles import DDPMModel

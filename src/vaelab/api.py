@@ -11,18 +11,21 @@ The CLI calls these functions; they never print a figure and never parse argumen
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
-from vaelab.config import from_dict, load_json, with_overrides
+from vaelab.config import from_dict, with_overrides
 from vaelab.data.images import load as load_images
-from vaelab.data.registry import dataset_for_run
-from vaelab.diffusion.config import DDPMConfig, auto_profile, extend, profile_config
-from vaelab.diffusion.figures import progress_grid
-from vaelab.diffusion.train import build_schedule, open_ddpm, train_ddpm as train_ddpm_run
-from vaelab.engine import tblog
-from vaelab.engine.runs import CONFIG, pick_device, prepare_new, read_kind, write_config
-from vaelab.errors import RunError, VaelabError
+from vaelab.diffusion.config import DDPMConfig, auto_profile, profile_config
+from vaelab.diffusion.run import open_ddpm
+from vaelab.diffusion.train import train_ddpm as train_ddpm_run
+from vaelab.engine import distributed, tblog
+from vaelab.engine.distributed import World
+from vaelab.engine.runs import pick_device, plan_run, prepare_run, read_kind
+from vaelab.errors import RanksFailed, RunError, VaelabError
 from vaelab.handles import DDPMModel, VAEModel, as_images
 from vaelab.metrics.evaluate import DEFAULT, QUICK, evaluate_path
 from vaelab.metrics.reference import own
@@ -67,29 +70,78 @@ def vae_config(config=None, **options) -> VAEConfig:
     return with_overrides(config, overrides).validate()
 
 
-def train_run(out: Path, cfg: VAEConfig | None, data_dir=None, resume: bool = False, epochs: int | None = None,
-              dataset: str | None = None, log=lambda m: print(m, file=sys.stderr),
-              tensorboard: bool = False) -> tuple[VAEConfig, list[dict]]:
-    """Create (cfg) or resume (cfg None) the VAE run folder `out` and train it; (config, history)."""
+def ddpm_config(config=None, profile: str = "auto", overrides: dict | None = None) -> DDPMConfig:
+    """A validated DDPMConfig: `config` (a DDPMConfig or its dict) or a profile ('auto': full on CUDA, else cpu),
+    with dotted overrides ({"train.epochs": 1})."""
+    overrides = overrides or {}
+    if config is not None:
+        cfg = config if isinstance(config, DDPMConfig) else from_dict(DDPMConfig, config)
+        return with_overrides(cfg, overrides).validate()
+    if profile == "auto":
+        profile = auto_profile(pick_device(overrides.get("train.device") or "auto").type == "cuda")
+    return profile_config(profile, overrides)
+
+
+def vae_banner(cfg: VAEConfig, data, out: Path, device, world: World) -> str:
+    """The line `vaelab train` starts with."""
+    return (f"training {cfg.model.family} {cfg.model.arch}, latent {cfg.model.latent_dim}, beta {cfg.train.beta:g} "
+            f"on {data.dataset.title} for {cfg.train.epochs} epochs into {out}")
+
+
+def ddpm_banner(cfg: DDPMConfig, data, out: Path, device, world: World) -> str:
+    """The line `vaelab ddpm train` starts with."""
+    ranks = f" x {world.size} processes (DDP)" if world.size > 1 else ""
+    return (f"training DDPM ({cfg.profile} profile): UNet {cfg.model.widths}, {cfg.schedule.kind} schedule "
+            f"T={cfg.schedule.timesteps}, {data.dataset.title}, {cfg.train.epochs} epochs on {device}{ranks} into {out}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """How a model family is trained: its config class, its train function and its opening line."""
+
+    config: type
+    train: Callable[..., list[dict]]
+    banner: Callable[..., str]
+
+
+TRAINERS = {"vae": Trainer(VAEConfig, train_vae, vae_banner),
+            "ddpm": Trainer(DDPMConfig, partial(train_ddpm_run, samples=True), ddpm_banner)}
+
+
+def fit_run(kind: str, out, cfg=None, epochs: int | None = None, dataset: str | None = None, data_dir=None,
+            tensorboard: bool = False, nproc: int = 1, log=lambda m: print(m, file=sys.stderr)) -> tuple[object, list]:
+    """Start (cfg given) or resume (cfg None) the run folder `out` of family `kind` and train it; (config,
+    history). The one way to train, for the API and the CLI: alone, as one rank under torchrun, or (nproc > 1)
+    as nproc DDP processes started here, each resuming the folder prepared here (history then [])."""
     if tensorboard:
         tblog.require()  # before any work: say how to install it
-    if resume:
-        if not (out / CONFIG).exists():
-            raise RunError(f"{out} holds no run to resume (no {CONFIG})")
-        cfg = load_json(out / CONFIG, VAEConfig)
-        dataset_for_run(cfg.dataset, dataset)
-        if epochs is not None and epochs != cfg.train.epochs:  # extending (or shortening) a run
-            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs)).validate()
-            write_config(out, cfg)
-        resume = (out / "state.pt").exists()
-    else:
-        prepare_new(out)
-    data = load_images(cfg.dataset, data_dir)
-    if not resume:
-        write_config(out, cfg, {"data_source": str(data.source)})
-    log(f"training {cfg.model.family} {cfg.model.arch}, latent {cfg.model.latent_dim}, beta {cfg.train.beta:g} "
-        f"on {data.dataset.title} for {cfg.train.epochs} epochs into {out}")
-    return cfg, train_vae(out, cfg, data, resume=resume, tensorboard=tensorboard)
+    out, trainer, new = Path(out), TRAINERS[kind], cfg is not None
+    cfg, started = plan_run(out, kind, trainer.config, cfg, epochs, dataset)
+    if nproc > 1:
+        return cfg, launch_ranks(out, cfg, new, started, nproc, data_dir, tensorboard)
+    with distributed.joined(pick_device(cfg.train.device)) as (world, device):
+        data = prepare_run(out, cfg, new, started, data_dir, world)
+        if world.is_main:
+            log(trainer.banner(cfg, data, out, device, world))
+        history = trainer.train(out, cfg, data, resume=started, tensorboard=tensorboard, world=world, device=device)
+    return cfg, history
+
+
+def launch_ranks(out: Path, cfg, new: bool, started: bool, nproc: int, data_dir, tensorboard: bool) -> list:
+    """Prepare the run folder here (every mistake is caught before a process starts), then train it as nproc
+    DDP processes on this machine, as torchrun --standalone would, each continuing the folder."""
+    if distributed.launched():
+        raise VaelabError("--nproc starts the processes itself; under torchrun, leave it out")
+    distributed.check_gpus(pick_device(cfg.train.device), nproc)
+    prepare_run(out, cfg, new, started, data_dir)
+    worker = ["-m", "vaelab.cli", cfg.kind, "train", "--out", str(out), "--resume"]
+    worker += ["--data-dir", str(data_dir)] if data_dir else []
+    worker += ["--tensorboard"] if tensorboard else []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    code = distributed.launch(nproc, worker, threads=max(1, cores // nproc))
+    if code:
+        raise RanksFailed(code)
+    return []
 
 
 def train(config=None, out="runs/vae", resume: bool = False, data_dir=None, tensorboard: bool = False,
@@ -101,14 +153,13 @@ def train(config=None, out="runs/vae", resume: bool = False, data_dir=None, tens
     resume=True continues the run in `out` (options then may only give `epochs`, a new target);
     tensorboard=True also writes TensorBoard logs into `out`/tb.
     """
-    out = Path(out)
     if resume:
         extra = set(options) - {"epochs", "dataset"}
         if extra or config is not None:
             raise VaelabError(f"a resumed run keeps its config; only epochs may change (got {sorted(extra)})")
-        train_run(out, None, data_dir, True, options.get("epochs"), options.get("dataset"), tensorboard=tensorboard)
+        fit_run("vae", out, None, options.get("epochs"), options.get("dataset"), data_dir, tensorboard)
     else:
-        train_run(out, vae_config(config, **options), data_dir, tensorboard=tensorboard)
+        fit_run("vae", out, vae_config(config, **options), data_dir=data_dir, tensorboard=tensorboard)
     return load(out)
 
 
@@ -120,34 +171,11 @@ def train_ddpm(config=None, out="runs/ddpm", profile: str = "auto", resume: bool
     config: a DDPMConfig or its dict, else `profile` ('full', 'quick', 'cpu', or 'auto': full on CUDA, cpu on a CPU);
     overrides: dotted config keys with '__' for '.', e.g. train__epochs=1, model__widths="8-16-32-64".
     """
-    if tensorboard:
-        tblog.require()  # before any work: say how to install it
-    out = Path(out)
     dotted = {k.replace("__", "."): v for k, v in overrides.items()}
     if resume:
-        if read_kind(out) != "ddpm":
-            raise RunError(f"{out} holds no DDPM run to resume")
-        cfg = load_json(out / CONFIG, DDPMConfig)
-        if "train.epochs" in dotted and dotted["train.epochs"] != cfg.train.epochs:
-            cfg = extend(cfg, dotted["train.epochs"])
-            write_config(out, cfg)
-        resume = (out / "state.pt").exists()
+        fit_run("ddpm", out, None, dotted.get("train.epochs"), data_dir=data_dir, tensorboard=tensorboard)
     else:
-        if config is not None:
-            cfg = config if isinstance(config, DDPMConfig) else from_dict(DDPMConfig, config)
-            cfg = with_overrides(cfg, dotted).validate()
-        else:
-            if profile == "auto":
-                profile = auto_profile(pick_device(dotted.get("train.device", "auto")).type == "cuda")
-            cfg = profile_config(profile, dotted)
-        prepare_new(out)
-    data = load_images(cfg.dataset, data_dir)
-    if not resume:
-        write_config(out, cfg, {"data_source": str(data.source)})
-    device = pick_device(cfg.train.device)
-    schedule = build_schedule(cfg).to(device)
-    on_epoch = lambda epoch, model: progress_grid(out, epoch, model, schedule, device, amp=cfg.train.amp)  # noqa: E731
-    train_ddpm_run(out, cfg, data, resume=resume, on_epoch=on_epoch, device=device, tensorboard=tensorboard)
+        fit_run("ddpm", out, ddpm_config(config, profile, dotted), data_dir=data_dir, tensorboard=tensorboard)
     return load(out)
 
 

@@ -23,3 +23,11 @@ class TrainingDiverged(VaelabError):
     """The loss or a gradient became NaN or Inf; the last good checkpoint is kept."""
 
     exit_code = 5
+
+
+class RanksFailed(VaelabError):
+    """A process of a DDP run failed (it printed why); the command exits with that process's code."""
+
+    def __init__(self, code: int):
+        super().__init__(f"a process of the DDP run exited with code {code}; continue it with --resume")
+        self.exit_code = code

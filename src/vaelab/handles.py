@@ -13,7 +13,7 @@ import torch
 from vaelab.config import to_dict
 from vaelab.diffusion.invert import ddim_invert
 from vaelab.diffusion.sample import eps_model, generate, sample_loop
-from vaelab.diffusion.train import DDPMRun
+from vaelab.diffusion.run import DDPMRun
 from vaelab.errors import VaelabError
 from vaelab.metrics.features import slerp
 from vaelab.engine.runs import read_metrics

@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from vaelab.data.registry import dataset_for_run
 from vaelab.cli.common import (add_dataset, add_tensorboard, dataset_of, finite_float, nonneg_int, positive_int)
+from vaelab.api import ddpm_config, fit_run
 from vaelab.cli import invert
-from vaelab.config import load_json
-from vaelab.data.images import Images, load
-from vaelab.diffusion.config import LOSSES, PROFILES, DDPMConfig, auto_profile, extend, profile_config
-from vaelab.diffusion.figures import all_figures, progress_grid, samples_grid
+from vaelab.data.images import load
+from vaelab.diffusion.config import LOSSES, PROFILES, DDPMConfig
+from vaelab.diffusion.figures import all_figures, samples_grid
 from vaelab.diffusion.sample import generate, sampler_label
 from vaelab.diffusion.schedule import SAMPLERS, SCHEDULES
-from vaelab.diffusion.train import build_schedule, open_ddpm, train_ddpm
-from vaelab.engine import distributed, tblog
-from vaelab.engine.distributed import SINGLE, World
-from vaelab.engine.runs import CONFIG, pick_device, prepare_new, read_kind, write_config
-from vaelab.errors import RunError, VaelabError
+from vaelab.diffusion.run import open_ddpm
+from vaelab.engine import distributed
+from vaelab.errors import VaelabError
 
 # option name -> dotted config key it overrides (only options actually given override the profile)
 OVERRIDES = {"epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
@@ -31,14 +27,7 @@ OVERRIDES = {"epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "
              "loss": "train.loss", "snr_gamma": "train.snr_gamma", "warmup_steps": "train.warmup_steps"}
 
 
-def pick_profile(name: str, device: str) -> str:
-    """'auto' is 'full' where a CUDA GPU will be used, else the CPU profile (full takes hours on a CPU)."""
-    if name != "auto":
-        return name
-    return auto_profile(pick_device(device).type == "cuda")
-
-
-def config_from_args(args):
+def config_from_args(args) -> DDPMConfig:
     """A validated DDPMConfig: the chosen profile, with the options given on the command line."""
     overrides = {key: getattr(args, opt) for opt, key in OVERRIDES.items() if getattr(args, opt) is not None}
     overrides["dataset"] = dataset_of(args)
@@ -46,87 +35,20 @@ def config_from_args(args):
         overrides["train.amp"] = overrides["train.amp_cpu"] = False
     if args.cpu_bf16:
         overrides["train.amp_cpu"] = True
-    return profile_config(pick_profile(args.profile, args.device or "auto"), overrides)
-
-
-def plan_train(args, out: Path) -> tuple[DDPMConfig, bool]:
-    """(config, resume): what to train, from the options or the run folder's config.json; writes nothing,
-    so every rank of a DDP run can compute it."""
-    if not args.resume:
-        return config_from_args(args), False
-    if not (out / CONFIG).exists():
-        raise RunError(f"{out} holds no run to resume (no {CONFIG})")
-    if read_kind(out) != "ddpm":
-        raise RunError(f"{out} holds a VAE run; resume it with `vaelab train --resume`")
-    cfg = load_json(out / CONFIG, DDPMConfig)
-    dataset_for_run(cfg.dataset, args.dataset)
-    if args.epochs is not None and args.epochs != cfg.train.epochs:  # a new target for the run
-        cfg = extend(cfg, args.epochs)
-    return cfg, (out / "state.pt").exists()
-
-
-def open_folder(args, out: Path, cfg: DDPMConfig) -> None:
-    """Create the run folder of a new run, or write a resumed run's new epoch target."""
-    if not args.resume:
-        prepare_new(out)
-    elif cfg != load_json(out / CONFIG, DDPMConfig):
-        write_config(out, cfg)
-
-
-def prepare_run(args, out: Path, cfg: DDPMConfig, resume: bool, world: World) -> Images:
-    """The run folder and its config written (by rank 0, the others waiting), the data loaded (by every rank)."""
-    distributed.main_first(world, lambda: open_folder(args, out, cfg))
-    data = load(cfg.dataset, args.data_dir)
-    if not resume:
-        distributed.main_first(world, lambda: write_config(out, cfg, {"data_source": str(data.source)}))
-    return data
+    return ddpm_config(None, args.profile, overrides)
 
 
 def cmd_train(args) -> int:
     """Train (or resume) a DDPM into a run folder; samples.png shows progress after each epoch.
     Under torchrun, as one rank of a DDP run; with --nproc N, start those N ranks here."""
-    if args.tensorboard:
-        tblog.require()  # before any work: say how to install it
-    if args.nproc > 1:
-        return launch_ranks(args)
     out = Path(args.out)
-    cfg, resume = plan_train(args, out)
-    with distributed.joined(pick_device(cfg.train.device)) as (world, device):
-        data = prepare_run(args, out, cfg, resume, world)
-        schedule = build_schedule(cfg).to(device)
-
-        def on_epoch(epoch: int, model):  # samples.png of the EMA weights (rank 0 only: the loop's rule)
-            return progress_grid(out, epoch, model, schedule, device, amp=cfg.train.amp)
-
-        ranks = f" x {world.size} processes (DDP)" if world.size > 1 else ""
-        if world.is_main:
-            print(f"training DDPM ({cfg.profile} profile): UNet {cfg.model.widths}, {cfg.schedule.kind} schedule "
-                  f"T={cfg.schedule.timesteps}, {data.dataset.title}, {cfg.train.epochs} epochs on {device}{ranks} "
-                  f"into {out}", file=sys.stderr)
-        train_ddpm(out, cfg, data, resume=resume, on_epoch=on_epoch, world=world, device=device,
-                   tensorboard=args.tensorboard)
-        if world.is_main:
-            print(f"done: {out}/ (config.json, metrics.jsonl, model.safetensors with ema.* weights, state.pt, "
-                  "samples.png)")
+    cfg = None if args.resume else config_from_args(args)
+    fit_run("ddpm", out, cfg, args.epochs if args.resume else None, args.dataset, args.data_dir, args.tensorboard,
+            args.nproc)
+    if not distributed.launched() or distributed.from_env().is_main:
+        print(f"done: {out}/ (config.json, metrics.jsonl, model.safetensors with ema.* weights, state.pt, "
+              "samples.png)")
     return 0
-
-
-def launch_ranks(args) -> int:
-    """--nproc N: prepare the run folder here (every mistake is caught before a process starts), then train
-    it as N DDP processes on this machine, as torchrun would, each continuing the folder with --resume."""
-    if distributed.launched():
-        raise VaelabError("--nproc starts the processes itself; under torchrun, leave it out")
-    out = Path(args.out)
-    cfg, resume = plan_train(args, out)
-    distributed.check_gpus(pick_device(cfg.train.device), args.nproc)
-    prepare_run(args, out, cfg, resume, SINGLE)
-    worker = ["-m", "vaelab.cli", "ddpm", "train", "--out", str(out), "--resume"]
-    if args.data_dir:
-        worker += ["--data-dir", str(args.data_dir)]
-    if args.tensorboard:
-        worker += ["--tensorboard"]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return distributed.launch(args.nproc, worker, threads=max(1, cores // args.nproc))
 
 
 def cmd_sample(args) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 
 from vaelab.cli.common import add_data_dir, positive_int
 from vaelab.data.images import load, to_unit
-from vaelab.diffusion.train import open_ddpm
+from vaelab.diffusion.run import open_ddpm
 from vaelab.handles import DDPMModel
 from vaelab.metrics.score import read_images
 

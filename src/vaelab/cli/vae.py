@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from vaelab.api import train_run
+from vaelab.api import fit_run
 from vaelab.data.registry import dataset_for_run
 from vaelab.cli.common import add_dataset, add_tensorboard, dataset_of, finite_float, nonneg_int, positive_int
 from vaelab.config import load_json
@@ -37,8 +37,7 @@ def cmd_train(args) -> int:
     """Train a VAE into a run folder."""
     out = Path(args.out)
     cfg = None if args.resume else config_from_args(args)
-    train_run(out, cfg, args.data_dir, args.resume, args.epochs if args.resume else None, args.dataset,
-              tensorboard=args.tensorboard)
+    fit_run("vae", out, cfg, args.epochs if args.resume else None, args.dataset, args.data_dir, args.tensorboard)
     print(f"done: {out}/ (config.json, metrics.jsonl, model.safetensors, state.pt)")
     return 0
 
@@ -92,7 +91,7 @@ def cmd_demo(args) -> int:
     resume = (out / "config.json").exists()
     if resume:
         print(f"{out} already holds the demo run; continuing it", file=sys.stderr)
-    train_run(out, cfg, args.data_dir, resume, args.epochs if resume else None)
+    fit_run("vae", out, None if resume else cfg, args.epochs if resume else None, data_dir=args.data_dir)
     run = open_vae(out, args.device)
     paths = figures.all_figures(run, load(run.cfg.dataset, args.data_dir), seed=args.seed)
     last = run.history[-1]

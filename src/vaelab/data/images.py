@@ -77,6 +77,11 @@ def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.float().div_(255.0)
 
 
+def to_signed(x_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels to float32 in [-1, 1], the DDPM's data range."""
+    return to_unit(x_u8).mul_(2).sub_(1)
+
+
 Loader = Callable[[str], Images]  # dataset name -> its images
 Data = Union[Images, Loader, None]  # what callers hand over: the images, a loader, or nothing (the default loader)
 

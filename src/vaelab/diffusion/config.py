@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -135,7 +134,3 @@ def profile_config(name: str, overrides: dict | None = None) -> DDPMConfig:
         raise VaelabError(f"unknown profile {name!r}: choose {', '.join(PROFILES)}")
     return with_overrides(PROFILES[name], overrides or {}).validate()
 
-
-def extend(cfg: DDPMConfig, epochs: int) -> DDPMConfig:
-    """`cfg` with a new epoch target (for --resume --epochs)."""
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs)).validate()

@@ -16,7 +16,8 @@ from vaelab.data.registry import get
 from vaelab.data.images import Images
 from vaelab.diffusion.sample import eps_model, generate, sample_images, sample_loop, sampler_label
 from vaelab.diffusion.schedule import NoiseSchedule, sampler_named
-from vaelab.diffusion.train import DDPMRun, to_signed
+from vaelab.diffusion.run import DDPMRun
+from vaelab.data.images import to_signed
 
 FIG_A, FIG_B, FIG_C = "figure4a_noising.png", "figure4b_reverse.png", "figure4c_samples.png"
 

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from vaelab.diffusion.schedule import NoiseSchedule, sampler_named
-from vaelab.diffusion.train import DDPMRun
+from vaelab.diffusion.run import DDPMRun
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # eps(x_t (B, C, H, W), t (B,)) -> (B, C, H, W)
 

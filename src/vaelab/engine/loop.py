@@ -1,7 +1,7 @@
 """THE epoch loop: every model family (a VAE, several stacked VAEs, the DDPM) trains through `fit`.
 
 A family hands the loop its step (engine/steps.py: eager, or a replayed CUDA graph) and a few
-callbacks (`Family`); the loop owns everything that is the same for all: the data order of epoch e,
+methods (a `Family` subclass); the loop owns everything that is the same for all: the data order of epoch e,
 which depends only on (seed, e), so a resumed run sees the same batches; the progress bar; per-step
 records kept in a device tensor and read back every `check_every` steps (one host sync per check, and
 the first non-finite step still named exactly); one metrics record per epoch; one crash-safe
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -129,27 +129,45 @@ def train_epoch(step, perm: torch.Tensor, batch_size: int, steps_iter, check_eve
     return per_step
 
 
-@dataclass
 class Family:
-    """What one model family plugs into the loop.
+    """What one model family plugs into the loop: subclass it (vae/train.py, vae/stacked.py, diffusion/train.py).
 
-    step(idx) trains on the batch of training indices idx and returns its record (record[..., 0] the loss);
-    records(epoch, train) turns the epoch's mean record into each run's metrics (evaluating on the test
-    set: the family's evaluate callback); state(k) is run k's (weights, optimizer state, extra state) to
-    checkpoint; summary(epoch, records) is the epoch's log line.
+    The loop calls only these: train_mode() before each epoch; step(idx) trains on the batch of training
+    indices idx and returns its record (record[..., 0] the loss); records(epoch, train) turns the epoch's
+    mean record into each run's metrics (evaluating on the test set); state(k) is run k's (weights, optimizer
+    state, extra state) to checkpoint; summary(epoch, records, seconds) is the epoch's log line;
+    after_epoch(epoch, per_step, records, seconds) runs on rank 0 after the checkpoint (TensorBoard, sample
+    grids).
     """
 
-    step: Callable[[torch.Tensor], torch.Tensor]
-    records: Callable[[int, torch.Tensor], list[dict]]
-    state: Callable[[int], tuple[dict, dict, dict]]
-    summary: Callable[[int, list[dict], float], str]
-    train_mode: Callable[[], None] = lambda: None  # e.g. model.train() before each epoch
-    after_epoch: Callable[[int], None] | None = None  # e.g. a sample grid; runs after the checkpoint
-    # (epoch, per-step records, the epoch's records, seconds): e.g. TensorBoard logs; rank 0, after the checkpoint
-    on_epoch: Callable[[int, torch.Tensor, list[dict], float], None] | None = None
-    desc: str = ""  # added to the progress bar's label
-    check_every: int = 50
-    log: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr))
+    desc = ""  # added to the progress bar's label
+    check_every = 50  # steps between two host reads of the records (and the NaN check)
+
+    def train_mode(self) -> None:
+        """Put the networks in training mode before an epoch (e.g. model.train())."""
+
+    def step(self, idx: torch.Tensor) -> torch.Tensor:
+        """Train on the batch x_train[idx]; its record (record[..., 0] the loss)."""
+        raise NotImplementedError
+
+    def records(self, epoch: int, train: torch.Tensor) -> list[dict]:
+        """Each run's metrics of `epoch` from the epoch's mean training record."""
+        raise NotImplementedError
+
+    def state(self, k: int) -> tuple[dict, dict, dict]:
+        """Run k's (weights, optimizer state, extra state) to checkpoint."""
+        raise NotImplementedError
+
+    def summary(self, epoch: int, records: list[dict], seconds: float) -> str:
+        """The epoch's log line."""
+        raise NotImplementedError
+
+    def after_epoch(self, epoch: int, per_step: torch.Tensor, records: list[dict], seconds: float) -> None:
+        """Rank 0, after the checkpoint of `epoch` (0-based): logs and pictures."""
+
+    def log(self, message: str) -> None:
+        """A line for the user (stderr)."""
+        print(message, file=sys.stderr)
 
 
 def fit(family: Family, run_dirs: list[Path], progress: Progress, epochs: int, n: int, batch_size: int,
@@ -185,9 +203,6 @@ def fit(family: Family, run_dirs: list[Path], progress: Progress, epochs: int, n
             progress.epoch = epoch + 1
             if world.is_main:
                 family.log(family.summary(epoch, records, elapsed))
-                if family.on_epoch is not None:
-                    family.on_epoch(epoch, per_step, records, elapsed)
-                if family.after_epoch is not None:
-                    family.after_epoch(epoch + 1)
+                family.after_epoch(epoch, per_step, records, elapsed)
             distributed.barrier(world)  # the checkpoint and samples are on disk before any rank goes on
     return progress.histories

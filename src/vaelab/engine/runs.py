@@ -1,10 +1,13 @@
-"""Run folders, for every model family: create one with its config, read its kind, check it is trained.
+"""Run folders, for every model family: start or resume one, read its kind, check it is trained.
 
-A family opens its own runs (vae/run.py, diffusion/train.py) with `trained_config`; the engine never
-imports a family."""
+Starting and resuming are one path for every family, the API and the CLI alike, on one process or as the
+ranks of a DDP run: plan_run (what to train; writes nothing, so every rank can compute it), then
+prepare_run (rank 0 creates the folder and writes config.json; every rank loads the data). A family opens
+its own trained runs (vae/run.py, diffusion/run.py) with `trained_config`; the engine never imports a family."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import sys
@@ -15,8 +18,11 @@ import numpy as np
 import torch
 
 from vaelab.version import __version__
-from vaelab.engine import checkpoint
 from vaelab.config import load_json, to_dict
+from vaelab.data.images import Images, load as load_images
+from vaelab.data.registry import dataset_for_run
+from vaelab.engine import checkpoint, distributed
+from vaelab.engine.distributed import SINGLE, World
 from vaelab.errors import RunError, VaelabError
 
 CONFIG = "config.json"
@@ -58,6 +64,47 @@ def prepare_new(run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot create {run_dir}: {e.strerror or e}") from None
+
+
+def with_epochs(cfg, epochs: int):
+    """`cfg` with a new epoch target (resume --epochs), validated."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs)).validate()
+
+
+def plan_run(out: Path, kind: str, config_cls: type, cfg=None, epochs: int | None = None,
+             dataset: str | None = None) -> tuple[object, bool]:
+    """(config, resume) of the run to train in `out`: `cfg` for a new run, else the saved config of the run
+    of `kind` to continue (`epochs` a new target, `dataset` checked against its own). Writes nothing."""
+    if cfg is not None:
+        return cfg, False
+    if not (out / CONFIG).exists():
+        raise RunError(f"{out} holds no run to resume (no {CONFIG})")
+    found = read_kind(out)
+    if found != kind:
+        raise RunError(f"{out} holds a {found.upper()} run, not a {kind.upper()}; resume it with its own command")
+    saved = load_json(out / CONFIG, config_cls)
+    dataset_for_run(saved.dataset, dataset)
+    if epochs is not None and epochs != saved.train.epochs:
+        saved = with_epochs(saved, epochs)
+    return saved, (out / checkpoint.STATE).exists()
+
+
+def open_folder(out: Path, cfg, new: bool, config_cls: type) -> None:
+    """Create the folder of a new run, or write a resumed run's changed config (a new epoch target)."""
+    if new:
+        prepare_new(out)
+    elif cfg != load_json(out / CONFIG, config_cls):
+        write_config(out, cfg)
+
+
+def prepare_run(out: Path, cfg, new: bool, started: bool, data_dir=None, world: World = SINGLE) -> Images:
+    """The run folder and its config written (by rank 0, the others waiting), the data loaded (by every rank).
+    `new`: a run to create; `started`: it has a checkpoint to resume from."""
+    distributed.main_first(world, lambda: open_folder(out, cfg, new, type(cfg)))
+    data = load_images(cfg.dataset, data_dir)
+    if not started:
+        distributed.main_first(world, lambda: write_config(out, cfg, {"data_source": str(data.source)}))
+    return data
 
 
 def read_kind(run_dir: Path) -> str:

@@ -19,7 +19,7 @@ import torch
 
 from vaelab.data.images import Data, Images, images_for, to_unit
 from vaelab.diffusion.sample import generate
-from vaelab.diffusion.train import DDPMRun, open_ddpm
+from vaelab.diffusion.run import DDPMRun, open_ddpm
 from vaelab.engine.runs import METRICS_FORMAT, read_kind, write_metrics
 from vaelab.errors import RunError
 from vaelab.metrics import quality

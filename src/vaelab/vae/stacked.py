@@ -15,7 +15,6 @@ model's checkpoint is an ordinary run folder: `vaelab train --resume` can contin
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import torch
@@ -119,52 +118,74 @@ def stacked_compute(stacked: StackedVAEs, x_train: torch.Tensor, tc, betas: torc
     return compute
 
 
+class StackedFamily(Family):
+    """K VAE runs that differ only in beta, trained as one stacked model (one vmapped step for all)."""
+
+    def __init__(self, run_dirs: list[Path], cfgs: list[VAEConfig], data: Images, resume: bool,
+                 device: torch.device, check_every: int = 50, log=None, tensorboard: bool = False):
+        self.cfgs, self.tc, self.k, self.check_every = cfgs, cfgs[0].train, len(cfgs), check_every
+        self.desc = f" ({self.k} models)"
+        if log is not None:
+            self.log = log
+        models = []
+        for _ in cfgs:  # the same seed for each: the weights a lone `vaelab train` run starts from
+            torch.manual_seed(self.tc.seed)
+            models.append(build_vae(cfgs[0].model.family, cfgs[0].model.arch, cfgs[0].model.latent_dim))
+        self.stacked = StackedVAEs(models).to(device)
+        self.betas = torch.tensor([c.train.beta for c in cfgs], device=device)
+        self.opt = make_optimizer(self.stacked.parameters(), self.tc.lr, capturable=graphs_wanted(device))
+        self.progress = (restore(run_dirs, self.stacked.weights, lambda i, w, s: self.stacked.load(i, w), self.opt,
+                                 device, stack_optimizer_states) if resume else Progress.fresh(self.k))
+        self.x_train = data.train_x.to(device)  # (N, 1, 28, 28) uint8
+        self.x_test = test_images(data.test_x.to(device), self.tc.binarize)
+        self.shell = copy.deepcopy(models[0]).to(device)  # a copy, not build_vae: building would draw from the RNG
+        self.boards = (VAEBoards(run_dirs, cfgs, len(self.x_train), self.progress.epoch, self.model_of, self.x_test)
+                       if tensorboard else None)
+        self._step = step_function(stacked_compute(self.stacked, self.x_train, self.tc, self.betas), self.opt,
+                                   device, self.tc.batch_size)
+        self._opt_sd = None
+
+    def model_of(self, i: int) -> VAE:
+        """Run i alone (its TensorBoard images)."""
+        self.shell.load_state_dict(self.stacked.weights(i))
+        return self.shell.eval()
+
+    def step(self, idx: torch.Tensor) -> torch.Tensor:
+        """One optimizer step of every model on x_train[idx]; record (K, 3)."""
+        return self._step(idx)
+
+    def records(self, epoch: int, train: torch.Tensor) -> list[dict]:
+        """Each run's training means (train: (K, 3)) and test -ELBO."""
+        test = stacked_elbo_on(self.stacked, self.x_test, self.betas).tolist()  # (K, 3)
+        return [{**epoch_record(tr, {"loss": tl, "neg_elbo": r + kl, "recon": r, "kl": kl}), "trained_with": self.k}
+                for tr, (tl, r, kl) in zip(train.tolist(), test)]
+
+    def state(self, i: int) -> tuple[dict, dict, dict]:
+        """Run i's weights and its slice of the stacked optimizer's state."""
+        if i == 0:  # one state_dict of the stacked optimizer per epoch, sliced for each run
+            self._opt_sd = self.opt.state_dict()
+        return self.stacked.weights(i), split_optimizer_state(self._opt_sd, i), {}
+
+    def summary(self, epoch: int, recs: list[dict], seconds: float) -> str:
+        """epoch, seconds, each beta's test -ELBO."""
+        return (f"epoch {epoch + 1}/{self.tc.epochs}  {self.k} models together, {seconds:.1f} s; test -ELBO " +
+                ", ".join(f"beta {c.train.beta:g}: {r['test_neg_elbo']:.2f}" for c, r in zip(self.cfgs, recs)))
+
+    def after_epoch(self, epoch: int, per_step: torch.Tensor, recs: list[dict], seconds: float) -> None:
+        """TensorBoard, when asked for."""
+        if self.boards is not None:
+            self.boards.on_epoch(epoch, per_step, recs, seconds)
+
+
 def train_stacked(run_dirs: list[Path], cfgs: list[VAEConfig], data: Images, resume: bool = False,
-                  check_every: int = 50, log=lambda m: print(m, file=sys.stderr),
-                  tensorboard: bool = False) -> list[list[dict]]:
+                  check_every: int = 50, log=None, tensorboard: bool = False) -> list[list[dict]]:
     """Train (or resume) K runs that differ only in beta, together; returns each run's history."""
     check_group(cfgs)
     tc = cfgs[0].train
     device = pick_device(tc.device)
-    models = []
-    for _ in cfgs:  # the same seed for each: the weights a lone `vaelab train` run starts from
-        torch.manual_seed(tc.seed)
-        models.append(build_vae(cfgs[0].model.family, cfgs[0].model.arch, cfgs[0].model.latent_dim))
-    stacked = StackedVAEs(models).to(device)
-    betas = torch.tensor([c.train.beta for c in cfgs], device=device)
-    opt = make_optimizer(stacked.parameters(), tc.lr, capturable=graphs_wanted(device))
-    k = len(cfgs)
-    progress = (restore(run_dirs, stacked.weights, lambda i, w, s: stacked.load(i, w), opt, device,
-                        stack_optimizer_states) if resume else Progress.fresh(k))
-    x_train = data.train_x.to(device)  # (N, 1, 28, 28) uint8
-    x_test = test_images(data.test_x.to(device), tc.binarize)
-
-    def records(epoch: int, train: torch.Tensor) -> list[dict]:
-        test = stacked_elbo_on(stacked, x_test, betas).tolist()  # (K, 3)
-        return [{**epoch_record(tr, {"loss": tl, "neg_elbo": r + kl, "recon": r, "kl": kl}), "trained_with": k}
-                for tr, (tl, r, kl) in zip(train.tolist(), test)]  # train: (K, 3)
-
-    def state(i: int) -> tuple[dict, dict, dict]:
-        if i == 0:  # one state_dict of the stacked optimizer per epoch, sliced for each run
-            state.opt_sd = opt.state_dict()
-        return stacked.weights(i), split_optimizer_state(state.opt_sd, i), {}
-
-    def summary(epoch: int, recs: list[dict], seconds: float) -> str:
-        return (f"epoch {epoch + 1}/{tc.epochs}  {k} models together, {seconds:.1f} s; test -ELBO " +
-                ", ".join(f"beta {c.train.beta:g}: {r['test_neg_elbo']:.2f}" for c, r in zip(cfgs, recs)))
-
-    shell = copy.deepcopy(models[0]).to(device)  # a copy, not build_vae: building would draw from the global RNG
-
-    def model_of(i: int) -> VAE:  # run i alone, for its TensorBoard images
-        shell.load_state_dict(stacked.weights(i))
-        return shell.eval()
-
-    boards = VAEBoards(run_dirs, cfgs, len(x_train), progress.epoch, model_of, x_test) if tensorboard else None
-    family = Family(step=step_function(stacked_compute(stacked, x_train, tc, betas), opt, device, tc.batch_size),
-                    records=records, state=state, summary=summary, desc=f" ({k} models)",
-                    check_every=check_every, log=log, on_epoch=boards.on_epoch if boards else None)
+    family = StackedFamily(run_dirs, cfgs, data, resume, device, check_every, log, tensorboard)
     try:
-        return fit(family, run_dirs, progress, tc.epochs, len(x_train), tc.batch_size, tc.seed, device)
+        return fit(family, run_dirs, family.progress, tc.epochs, len(family.x_train), tc.batch_size, tc.seed, device)
     finally:
-        if boards:
-            boards.close()
+        if family.boards:
+            family.boards.close()

@@ -6,15 +6,16 @@ permutation; the loop (engine/loop.py) orders, checks, records and checkpoints.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
 from vaelab.data.images import Images, to_unit
+from vaelab.engine.distributed import SINGLE, World
 from vaelab.engine.loop import Family, Progress, fit, restore
 from vaelab.engine.runs import pick_device
 from vaelab.engine.steps import Compute, graphs_wanted, make_optimizer, step_function
+from vaelab.errors import VaelabError
 from vaelab.vae.config import VAEConfig
 from vaelab.vae.loss import elbo_terms
 from vaelab.vae.networks import VAE, build_vae
@@ -70,34 +71,71 @@ def epoch_record(train: list[float], test: dict[str, float]) -> dict:
             **{f"test_{k}": v for k, v in test.items()}}
 
 
-def train_vae(run_dir: Path, cfg: VAEConfig, data: Images, resume: bool = False,
-              check_every: int = 50, log=lambda m: print(m, file=sys.stderr), tensorboard: bool = False) -> list[dict]:
-    """Train (or resume) the VAE of `cfg` into `run_dir`; returns the per-epoch metrics history (and RUN/tb logs)."""
-    tc = cfg.train
-    device = pick_device(tc.device)
-    torch.manual_seed(tc.seed)
-    model = build_vae(cfg.model.family, cfg.model.arch, cfg.model.latent_dim).to(device)
-    opt = make_optimizer(model.parameters(), tc.lr, capturable=graphs_wanted(device))
-    progress = (restore([run_dir], lambda k: model.state_dict(), lambda k, w, s: model.load_state_dict(w), opt, device)
-                if resume else Progress.fresh(1))
-    x_train = data.train_x.to(device)  # (N, 1, 28, 28) uint8
-    x_test = test_images(data.test_x.to(device), tc.binarize)
+class VAEFamily(Family):
+    """One VAE on the engine: the report's loss on each batch, the test -ELBO after each epoch, TensorBoard."""
 
-    def records(epoch: int, train: torch.Tensor) -> list[dict]:
-        return [epoch_record(train.tolist(), elbo_on(model, x_test, tc.beta))]
+    def __init__(self, run_dir: Path, cfg: VAEConfig, data: Images, resume: bool, device: torch.device,
+                 check_every: int = 50, log=None, tensorboard: bool = False):
+        self.tc, self.check_every = cfg.train, check_every
+        if log is not None:
+            self.log = log
+        torch.manual_seed(self.tc.seed)
+        self.model = build_vae(cfg.model.family, cfg.model.arch, cfg.model.latent_dim).to(device)
+        self.opt = make_optimizer(self.model.parameters(), self.tc.lr, capturable=graphs_wanted(device))
+        self.progress = (restore([run_dir], lambda k: self.model.state_dict(),
+                                 lambda k, w, s: self.model.load_state_dict(w), self.opt, device)
+                         if resume else Progress.fresh(1))
+        self.x_train = data.train_x.to(device)  # (N, 1, 28, 28) uint8
+        self.x_test = test_images(data.test_x.to(device), self.tc.binarize)
+        self.boards = (VAEBoards([run_dir], [cfg], len(self.x_train), self.progress.epoch, lambda k: self.model,
+                                 self.x_test) if tensorboard else None)
+        self._step = step_function(vae_compute(self.model, self.x_train, self.tc), self.opt, device,
+                                   self.tc.batch_size)
 
-    def summary(epoch: int, recs: list[dict], seconds: float) -> str:
+    def train_mode(self) -> None:
+        """model.train()."""
+        self.model.train()
+
+    def step(self, idx: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on x_train[idx]; record [loss, recon, kl]."""
+        return self._step(idx)
+
+    def records(self, epoch: int, train: torch.Tensor) -> list[dict]:
+        """The epoch's training means and the test set's -ELBO."""
+        return [epoch_record(train.tolist(), elbo_on(self.model, self.x_test, self.tc.beta))]
+
+    def state(self, k: int) -> tuple[dict, dict, dict]:
+        """Weights and optimizer state."""
+        return self.model.state_dict(), self.opt.state_dict(), {}
+
+    def summary(self, epoch: int, recs: list[dict], seconds: float) -> str:
+        """epoch, train loss, test -ELBO (recon, KL), seconds."""
         r = recs[0]
-        return (f"epoch {epoch + 1}/{tc.epochs}  train loss {r['train_loss']:.2f}  test -ELBO {r['test_neg_elbo']:.2f} "
-                f"(recon {r['test_recon']:.2f}, KL {r['test_kl']:.2f})  {seconds:.1f} s")
+        return (f"epoch {epoch + 1}/{self.tc.epochs}  train loss {r['train_loss']:.2f}  test -ELBO "
+                f"{r['test_neg_elbo']:.2f} (recon {r['test_recon']:.2f}, KL {r['test_kl']:.2f})  {seconds:.1f} s")
 
-    boards = VAEBoards([run_dir], [cfg], len(x_train), progress.epoch, lambda k: model, x_test) if tensorboard else None
-    family = Family(step=step_function(vae_compute(model, x_train, tc), opt, device, tc.batch_size),
-                    records=records, state=lambda k: (model.state_dict(), opt.state_dict(), {}),
-                    summary=summary, train_mode=model.train, check_every=check_every, log=log,
-                    on_epoch=boards.on_epoch if boards else None)
+    def after_epoch(self, epoch: int, per_step: torch.Tensor, recs: list[dict], seconds: float) -> None:
+        """TensorBoard, when asked for."""
+        if self.boards is not None:
+            self.boards.on_epoch(epoch, per_step, recs, seconds)
+
+    def close(self) -> None:
+        """Close the TensorBoard writers."""
+        if self.boards is not None:
+            self.boards.close()
+
+
+def train_vae(run_dir: Path, cfg: VAEConfig, data: Images, resume: bool = False, check_every: int = 50,
+              log=None, tensorboard: bool = False, world: World = SINGLE,
+              device: torch.device | None = None) -> list[dict]:
+    """Train (or resume) the VAE of `cfg` into `run_dir`; returns the per-epoch metrics history (and RUN/tb logs)."""
+    if world.size > 1:
+        raise VaelabError("a VAE trains in one process; DDP (--nproc, torchrun) is for the DDPM")
+    device = device if device is not None else pick_device(cfg.train.device)
+    family = VAEFamily(run_dir, cfg, data, resume, device, check_every, log, tensorboard)
+    tc = cfg.train
     try:
-        return fit(family, [run_dir], progress, tc.epochs, len(x_train), tc.batch_size, tc.seed, device)[0]
+        return fit(family, [run_dir], family.progress, tc.epochs, len(family.x_train), tc.batch_size, tc.seed,
+                   device)[0]
     finally:
-        if boards:
-            boards.close()
+        family.close()
