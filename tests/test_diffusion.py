@@ -256,3 +256,9 @@ def test_min_snr_loss_is_the_weighted_mean_squared_error_and_simple_is_unchanged
     loss_w, _, err_w, t_w = parts(w)
     assert torch.allclose(loss_w, (w[t_w] * err_w).mean(), rtol=1e-5)
     assert not torch.allclose(loss_w, loss)
+
+
+def test_the_torch_free_names_match_the_registries():
+    from vaelab.diffusion.config import SAMPLER_NAMES, SCHEDULE_KINDS
+    from vaelab.diffusion.schedule import SAMPLERS, SCHEDULES
+    assert SAMPLER_NAMES == tuple(SAMPLERS) and SCHEDULE_KINDS == tuple(SCHEDULES)

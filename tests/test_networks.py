@@ -8,7 +8,9 @@ import torch
 from vaelab.errors import VaelabError
 from vaelab.vae import networks
 from vaelab.vae.config import VAEModelConfig
-from vaelab.vae.networks import CONV_ARCHS, DENSE_ARCHS, build_vae, estimate_parameters
+from vaelab.vae import archs
+from vaelab.vae.archs import CONV_ARCHS, DENSE_ARCHS, estimate_parameters
+from vaelab.vae.networks import build_vae
 from vaelab.nn import count_parameters
 
 
@@ -94,17 +96,17 @@ def test_validate_refuses_a_huge_architecture_at_its_latent_size(monkeypatch):
 
 
 def test_the_limit_is_the_cap_or_the_memory_available(monkeypatch):
-    monkeypatch.setattr(networks, "available_memory", lambda: None)  # unreadable: the fixed cap alone
-    assert networks.training_limit() == (32 * 10**9, "the cap of 2,000,000,000 parameters")
+    monkeypatch.setattr(archs, "available_memory", lambda: None)  # unreadable: the fixed cap alone
+    assert archs.training_limit() == (32 * 10**9, "the cap of 2,000,000,000 parameters")
     build_vae("dense", "256-512", 5)
     with pytest.raises(VaelabError, match=r"over the limit of 32,000,000,000 bytes \(the cap of 2,000,000,000"):
         build_vae("dense", "50000-50000", 5)  # 5.08e9 parameters
-    monkeypatch.setattr(networks, "available_memory", lambda: 16_000_000)  # 1,000,000 parameters fit
+    monkeypatch.setattr(archs, "available_memory", lambda: 16_000_000)  # 1,000,000 parameters fit
     with pytest.raises(VaelabError, match=r"1,071,130 parameters: training needs 17,138,080 bytes.*memory available"):
         build_vae("dense", "256-512", 5)
     assert count_parameters(build_vae("conv", "32-64-128", 10)) == 313_557
 
 
 def test_available_memory_is_read_on_linux():
-    memory = networks.available_memory()
+    memory = archs.available_memory()
     assert memory is not None and memory > 0 if sys.platform == "linux" else memory is None or memory > 0

@@ -7,7 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vaelab.diffusion.schedule import NoiseSchedule
-from vaelab.diffusion.networks import SinusoidalPositionEmbeddings, UNet, parse_widths
+from vaelab.diffusion.config import parse_widths
+from vaelab.diffusion.networks import SinusoidalPositionEmbeddings, UNet
 from vaelab.nn import count_parameters
 from vaelab.errors import VaelabError
 

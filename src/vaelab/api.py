@@ -31,7 +31,7 @@ from vaelab.metrics.evaluate import DEFAULT, QUICK, evaluate_path
 from vaelab.metrics.reference import own
 from vaelab.metrics.score import score_images
 from vaelab.vae.config import VAEConfig
-from vaelab.vae.networks import REPORT_CHOICE
+from vaelab.vae.archs import REPORT_CHOICE
 from vaelab.vae.run import open_vae
 from vaelab.vae.train import train_vae
 

@@ -17,7 +17,7 @@ from vaelab.engine.runs import CONFIG
 from vaelab.errors import RunError, VaelabError
 from vaelab.vae import figures
 from vaelab.vae.config import VAEModelConfig, VAEConfig, VAETrainConfig
-from vaelab.vae.networks import FAMILIES, REPORT_CHOICE
+from vaelab.vae.archs import PARSERS, REPORT_CHOICE
 from vaelab.nn import count_parameters
 from vaelab.vae.run import open_vae
 from vaelab.vae.stacked import train_stacked
@@ -110,7 +110,7 @@ def cmd_demo(args) -> int:
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """Model and optimisation options of `vaelab train`."""
-    p.add_argument("--model", choices=list(FAMILIES), default="conv", help="model family (default conv)")
+    p.add_argument("--model", choices=list(PARSERS), default="conv", help="model family (default conv)")
     p.add_argument("--arch", default=None,
                    help="dense: 128-256 | 256-512 | 512-1024 (decoder hidden sizes; the encoder mirrors them) "
                         "or any sizes like 300-600; conv: 32-64 | 16-32-64 | 32-64-128. "

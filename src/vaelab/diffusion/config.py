@@ -7,8 +7,27 @@ from typing import Literal
 
 from vaelab.config import check_device, with_overrides
 from vaelab.data import registry
-from vaelab.diffusion.networks import parse_widths
 from vaelab.errors import VaelabError
+
+
+SCHEDULE_KINDS = ("linear", "cosine")  # diffusion/schedule.py SCHEDULES, by name (no torch here)
+SAMPLER_NAMES = ("ddpm", "ddim")  # diffusion/schedule.py SAMPLERS, by name
+ANNEX_WIDTHS = "32-64-128-256"  # encoder 32, 64, 128; bottleneck 256
+ANNEX_TIME_DIM = 64
+
+
+def parse_widths(widths: str) -> tuple[int, ...]:
+    """Channel widths "a-b-...-z" (encoder levels, then the bottleneck); VaelabError if impossible."""
+    try:
+        dims = tuple(int(p) for p in widths.split("-"))
+    except ValueError:
+        dims = ()
+    if len(dims) < 2 or min(dims) < 1:
+        raise VaelabError(f"UNet widths {widths!r} must be at least two positive integers such as "
+                          f"{ANNEX_WIDTHS} (encoder levels, then the bottleneck)")
+    if len(dims) > 5:  # 28 -> 14 -> 7 -> 3 -> 1: a fifth pooling would leave nothing to convolve
+        raise VaelabError(f"UNet widths {widths!r}: at most 4 encoder levels fit a 28x28 image")
+    return dims
 
 
 @dataclass(frozen=True)

@@ -16,25 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vaelab.diffusion.config import ANNEX_TIME_DIM, ANNEX_WIDTHS, parse_widths
 from vaelab.errors import VaelabError
-
-ANNEX_WIDTHS = "32-64-128-256"  # encoder 32, 64, 128; bottleneck 256
-ANNEX_TIME_DIM = 64
-
-
-def parse_widths(widths: str) -> tuple[int, ...]:
-    """Channel widths "a-b-...-z" (encoder levels, then the bottleneck); VaelabError if impossible."""
-    try:
-        dims = tuple(int(p) for p in widths.split("-"))
-    except ValueError:
-        dims = ()
-    if len(dims) < 2 or min(dims) < 1:
-        raise VaelabError(f"UNet widths {widths!r} must be at least two positive integers such as "
-                          f"{ANNEX_WIDTHS} (encoder levels, then the bottleneck)")
-    if len(dims) > 5:  # 28 -> 14 -> 7 -> 3 -> 1: a fifth pooling would leave nothing to convolve
-        raise VaelabError(f"UNet widths {widths!r}: at most 4 encoder levels fit a 28x28 image")
-    return dims
-
 
 class SinusoidalPositionEmbeddings(nn.Module):
     """Integer steps t (B,) -> sin/cos features (B, dim), as in the Transformer and the annex."""

@@ -23,7 +23,7 @@ from vaelab.config import with_overrides
 from vaelab.data import registry
 from vaelab.errors import VaelabError
 from vaelab.vae.config import VAEConfig
-from vaelab.vae.networks import REPORT_CHOICE
+from vaelab.vae.archs import REPORT_CHOICE
 
 CORE_KEYS = {"dataset", "model.family", "model.arch", "model.latent_dim", "train.beta", "train.seed"}  # always named
 EVALUATE_KEYS = {"quick", "k", "samples", "iwae_images", "probe_train"}

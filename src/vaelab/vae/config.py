@@ -8,7 +8,7 @@ from typing import Literal
 from vaelab.config import check_device
 from vaelab.data import registry
 from vaelab.errors import VaelabError
-from vaelab.vae.networks import check_arch
+from vaelab.vae.archs import check_arch
 
 
 @dataclass(frozen=True)
