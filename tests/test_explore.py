@@ -186,3 +186,15 @@ def test_cli_writes_the_page_and_refuses_what_is_no_vae_run(tmp_path, capsys):
     md, html_page = report.build(tmp_path / "study", data=None)
     assert "<a href='dense/run/explorer.html'>run</a>" in html_page.read_text()
     assert "[run](dense/run/explorer.html)" in md.read_text()
+
+
+def test_the_page_names_its_run_relative_to_the_page(tmp_path):
+    run = tiny_run(tmp_path / "study" / "dense" / "run", "dense", "15-32", 3, 1.0)
+    for folder in (run.path, tmp_path / "pages"):
+        folder.mkdir(parents=True)
+    inside = explore.write_explorer(run, tiny_images(), points=40, how="pca")  # RUN/explorer.html: the run's name
+    assert '"run":"run"' in inside.read_text()
+    other = explore.write_explorer(run, tiny_images(), tmp_path / "pages" / "e.html", points=40, how="pca")
+    text = other.read_text()
+    assert '"run":"../study/dense/run"' in text and str(tmp_path) not in text
+    assert explore.run_label(tmp_path / "r", tmp_path) == "r" and explore.run_label(tmp_path / "r", None) == "r"

@@ -194,3 +194,38 @@ def test_model_figures_load_the_runs_own_dataset(tmp_path):
     other = Images(mnist.train_x, mnist.train_y, mnist.test_x, mnist.test_y, mnist.source, FASHION_MNIST)
     with pytest.raises(DataError, match="trained on mnist"):
         report.model_figures(run, other, with_latent=False)
+
+
+def test_the_report_prints_paths_relative_to_its_folder_and_timings_as_a_table(tmp_path):
+    """Runs under the report's folder print as dense/..., ddpm/run; one outside it with '..'; never tmp_path."""
+    from test_represent import fake_representations
+    from vaelab.studies import represent
+
+    out = tmp_path / "repro"
+    make_reproduction(out)
+    vae, ddpm = out / "dense" / "dense-512-1024_z20_beta1_seed0", tmp_path / "elsewhere" / "ddpm-run"
+    result = fake_comparison()
+    result["vae"]["run"], result["ddpm"]["run"] = str(vae), str(ddpm)  # compare() stores them absolute
+    versus.write(result, out / "ddpm")
+    rep = fake_representations(str(vae), str(ddpm))
+    represent.write({**rep, "frames": {"VAE lerp": torch.rand(1, 3, 1, 28, 28)}}, out / "ddpm" / "represent")
+    md, page = report.build(out, data=None)
+    text, html_text = md.read_text(), page.read_text()
+    for shown in (text, html_text):
+        assert str(tmp_path) not in shown and "{'" not in shown and "['" not in shown  # no machine path, no repr
+        assert "VAE dense/dense-512-1024_z20_beta1_seed0 (1,000 parameters" in shown
+        assert "against DDPM ../elsewhere/ddpm-run (2,000 parameters" in shown
+        assert "VAE dense/dense-512-1024_z20_beta1_seed0 against DDPM ../elsewhere/ddpm-run (MNIST)" in shown
+        assert "Time per phase, measured on cpu with 2 thread(s):" in shown
+    assert "| phase | seconds |\n|---|---|\n| probes | 47.1 |" in text and "| total | 63.9 |" in text
+    assert "<tr><th>phase</th><th>seconds</th></tr><tr><td>probes</td><td>47.1</td></tr>" in html_text
+    assert "![samples side by side](ddpm/comparison.png)" in text
+    assert "![linear-probe accuracy against t](ddpm/represent/probes.png)" in text
+    assert "![Test -ELBO against latent size](figures/dense_elbo.png)" in text
+
+
+def test_report_links_an_image_outside_its_folder_relatively(tmp_path):
+    outside = tmp_path / "shared" / "figure.png"
+    section = {"title": "t", "verdict": "v", "header": ["a"], "body": [["1"]], "images": [("elsewhere", outside)]}
+    text = report.markdown([section], [], tmp_path / "repro", "intro")
+    assert "![elsewhere](../shared/figure.png)" in text and str(tmp_path) not in text

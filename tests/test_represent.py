@@ -133,6 +133,8 @@ def test_measure_and_write_on_tiny_runs(tmp_path):
     saved = json.loads(paths[0].read_text())
     assert saved["format"] == study.FORMAT and "frames" not in saved
     assert "| VAE | mu |" in paths[1].read_text() and all(p.is_file() for p in paths)
+    md = paths[1].read_text()  # the runs named from the Markdown's folder, the timings as a table
+    assert "VAE ../vae against DDPM ../ddpm" in md and str(tmp_path) not in md and "| phase | seconds |" in md
 
 
 def test_the_cli_on_tiny_runs_writes_its_files_and_prints_the_table(tmp_path, tiny_mnist, capsys):
@@ -181,3 +183,35 @@ def test_the_report_section_renders_representations_md(tmp_path):
     lines, page = represent_section(folder)
     assert lines[0] == "## How each model represents digits" and "| 1 | 2 |" in "\n".join(lines)
     assert "<p>intro line</p>" in page and page.count("<table") == 1 and "<td>2</td>" in md_to_html("| a | b |\n| 1 | 2 |")
+
+
+def fake_representations(vae: str, ddpm: str) -> dict:
+    """A saved result of represent.measure with made-up numbers, the runs at `vae` and `ddpm`."""
+    probe_row = {"linear_probe": 0.9, "linear_probe_spread": 0.01, "knn": 0.8, "knn_spread": 0.02, "silhouette": 0.05,
+                 "seeds": [0, 1, 2], "features": 16}
+    path = {"path_length": 1.5, "largest_jump": 0.3, "mean_confidence": 0.95, "min_confidence": 0.7,
+            "off_class_share": 0.1}
+    return {"format": study.FORMAT, "vae": vae, "ddpm": ddpm, "dataset": "mnist", "budget": {
+                "pool": 6000, "train": 5000, "test": 2000, "pairs": 6, "frames": 10, "steps": 50},
+            "probes": [{"model": "VAE", "representation": "mu", "t": None, "block": None, **probe_row},
+                       {"model": "DDPM", "representation": "h-space", "t": 51, "block": "bottleneck", **probe_row}],
+            "inversion": [{"steps": 10, "images": 16, "rmse": 0.04, "max_abs": 0.7, "x_T_std": 0.45,
+                           "invert_ms_per_image": 11.3, "decode_ms_per_image": 4.0}],
+            "interpolation": {"VAE lerp": path}, "threads": 2, "device": "cpu",
+            "seconds": {"probes": 47.1, "inversion": 15.6, "interpolation": 1.2}}
+
+
+def test_markdown_prints_paths_relative_to_its_folder_and_timings_as_a_table(tmp_path, monkeypatch):
+    result = fake_representations(str(tmp_path / "runs" / "vae"), str(tmp_path / "runs" / "ddpm"))
+    text = study.markdown(result, tmp_path / "out")  # a page in tmp/out: the runs lie beside it
+    assert "VAE ../runs/vae against DDPM ../runs/ddpm (MNIST)" in text and str(tmp_path) not in text
+    assert "{'" not in text and "seconds:" not in text  # no Python dict repr
+    assert "Time per phase, measured on cpu with 2 thread(s):\n\n| phase | seconds |\n|---|---|\n" in text
+    assert "| probes | 47.1 |\n| inversion | 15.6 |\n| interpolation | 1.2 |\n| total | 63.9 |" in text
+    assert "| VAE | mu | - | - | 16 | 0.900 ± 0.010 | 0.800 ± 0.020 | 0.050 |" in text  # the tables as before
+    monkeypatch.chdir(tmp_path)
+    assert "VAE runs/vae against DDPM runs/ddpm" in study.markdown(result)  # default: from the current folder
+    study.write({**result, "frames": {"VAE lerp": torch.rand(1, 3, 1, 28, 28)}}, tmp_path / "runs" / "rep")
+    saved = (tmp_path / "runs" / "rep" / "representations.md").read_text()
+    assert "VAE ../vae against DDPM ../ddpm" in saved and str(tmp_path) not in saved  # from its own folder
+    assert study.read(tmp_path / "runs" / "rep")["vae"] == result["vae"] and study.read(tmp_path) is None

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import re
 import shutil
 
@@ -50,7 +51,10 @@ def test_compare_scores_every_generator(runs, tmp_path):
     text = md.read_text()
     assert "against the 128 MNIST test images" in text and "[low, high]: 95% interval, bootstrap" in text
     saved = json.loads(js.read_text())
-    assert "shown" not in saved and markdown(saved) == md.read_text()  # the Markdown is rendered from the data
+    assert "shown" not in saved and markdown(saved, md.parent) == md.read_text()  # rendered from the data
+    # the runs named from the Markdown's folder, never by their machine-absolute paths
+    assert f"VAE {os.path.relpath(vae, md.parent)} (" in text and str(vae) not in text and str(ddpm) not in text
+    assert saved["vae"]["run"] == str(vae.resolve())  # the data keeps where the runs are
 
 
 def test_versus_refuses_runs_of_different_datasets(runs, tmp_path, capsys):
@@ -80,3 +84,15 @@ def test_evaluate_accepts_a_ddpm_run(runs):
     assert m["kind"] == "ddpm" and math.isfinite(m["sample_quality"]["fd_lenet"])
     assert m["dataset"] == "mnist" and "MNIST" in m["data_note"]
     assert (ddpm / "metrics.json").exists()
+
+
+def test_markdown_prints_the_runs_relative_to_its_folder(tmp_path, monkeypatch):
+    from test_report import fake_comparison
+
+    result = {k: v for k, v in fake_comparison().items() if k != "shown"}
+    result["vae"]["run"], result["ddpm"]["run"] = str(tmp_path / "repro" / "beta" / "x"), str(tmp_path / "ddpm-run")
+    text = markdown(result, tmp_path / "repro")
+    assert "VAE beta/x (1,000 parameters" in text and "against DDPM ../ddpm-run (2,000 parameters" in text
+    assert str(tmp_path) not in text
+    monkeypatch.chdir(tmp_path)  # by default, from the current folder (what `vaelab versus` prints)
+    assert "VAE repro/beta/x (" in markdown(result) and "DDPM ddpm-run (" in markdown(result)

@@ -2,7 +2,8 @@
 
 Reads saved results only (tables.py, and comparison.json of `vaelab versus`); the figures of the chosen
 models are drawn from their saved weights by vae/figures.py, on the dataset each run was trained on.
-Every image of the HTML is embedded as a data URI, so the file can be mailed.
+Every image of the HTML is embedded as a data URI, so the file can be mailed. Every path either page prints
+is relative to the report's folder (tables.shown_path), never machine-absolute.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from vaelab.engine.checkpoint import atomic_write_text
 from vaelab.errors import VaelabError
 from vaelab.data.images import Data, Loader, images_for
 from vaelab.studies import tables as studies
-from vaelab.studies import versus
+from vaelab.studies import represent, versus
+from vaelab.studies.tables import md_table, shown_path
 from vaelab.vae import explore, figures
 from vaelab.vae.run import open_vae
 
@@ -138,11 +140,6 @@ def study_section(study: str, sweep_dir: Path, fig_dir: Path, data) -> dict:
 EXPLORERS = "Interactive latent explorers (relative links: keep this folder beside the report):"
 
 
-def md_table(header: list[str], body: list[list[str]]) -> list[str]:
-    """A Markdown table's lines: header, rule, one line per row."""
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in body)]
-
-
 def html_table(header: list[str], body: list[list[str]]) -> str:
     """An HTML table: header cells, then one row per list of cells (all escaped)."""
     e = html.escape
@@ -151,13 +148,13 @@ def html_table(header: list[str], body: list[list[str]]) -> str:
 
 
 def markdown(sections: list[dict], extra: list[str], out: Path, intro: str) -> str:
-    """REPORT.md: tables as Markdown, images as relative links."""
+    """REPORT.md: tables as Markdown, images as links relative to `out`, the report's folder."""
     lines = ["# vaelab reproduction report", "", intro, ""]
     for s in sections:
         lines += [f"## {s['title']}", "", f"**Verdict.** {s['verdict']}", ""]
         lines += md_table(s["header"], s["body"]) + [""]
         for caption, p in s["images"]:
-            lines += [f"![{caption}]({Path(p).relative_to(out) if Path(p).is_relative_to(out) else p})", f"*{caption}*", ""]
+            lines += [f"![{caption}]({shown_path(p, out)})", f"*{caption}*", ""]
         if s.get("explorers"):
             lines += [EXPLORERS + " " + ", ".join(f"[{name}]({link})" for name, link in s["explorers"]), ""]
     return "\n".join(lines + extra) + "\n"
@@ -197,18 +194,20 @@ def to_html(sections: list[dict], intro: str, extra_html: str = "") -> str:
     return "".join(parts)
 
 
-def versus_section(folder: Path) -> tuple[list[str], str]:
-    """The VAE-against-DDPM section from comparison.json in `folder` (`vaelab versus`), as Markdown lines and HTML."""
+def versus_section(folder: Path, base: Path | None = None) -> tuple[list[str], str]:
+    """The VAE-against-DDPM section from comparison.json in `folder` (`vaelab versus`), as Markdown lines and HTML;
+    paths relative to `base`, the report's folder (default: the folder above `folder`, as DIR/ddpm is in DIR)."""
     result = versus.read(folder)
     if result is None:
         return [], ""
+    base = Path(folder).parent if base is None else Path(base)
     png = folder / "comparison.png"
     header, body = versus.table(result)
-    text = versus.intro(result)
+    text = versus.intro(result, base)
     lines = [f"## {VERSUS_TITLE}", "", text, "", *md_table(header, body), ""]
     page = f"<h2>{html.escape(VERSUS_TITLE)}</h2><p>{html.escape(text)}</p>{html_table(header, body)}"
     if png.is_file():
-        lines += [f"![samples side by side]({png.relative_to(folder.parent)})", ""]
+        lines += [f"![samples side by side]({shown_path(png, base)})", ""]
         page += (f"<figure><img src='{data_uri(png)}' alt='VAE and DDPM samples'><figcaption>Samples side by side"
                  "</figcaption></figure>")
     return lines, page
@@ -230,16 +229,24 @@ def md_to_html(text: str) -> str:
     return "".join(parts)
 
 
-def represent_section(folder: Path) -> tuple[list[str], str]:
-    """'How each model represents digits' from `vaelab represent`'s files in `folder`, as Markdown lines and HTML."""
+def represent_section(folder: Path, base: Path | None = None) -> tuple[list[str], str]:
+    """'How each model represents digits' from `vaelab represent`'s files in `folder`, as Markdown lines and HTML;
+    paths relative to `base`, the report's folder (default: two folders above, as DIR/ddpm/represent is in DIR).
+    Rendered from representations.json (representations.md, written for its own folder, where there is none)."""
+    base = Path(folder).parent.parent if base is None else Path(base)
+    result = represent.read(folder)
     md = folder / "representations.md"
-    if not md.is_file():
+    if result is not None:
+        full = represent.markdown(result, base)
+    elif md.is_file():
+        full = md.read_text(encoding="utf-8")
+    else:
         return [], ""
-    text = "\n".join(md.read_text(encoding="utf-8").splitlines()[1:])  # without its own title
+    text = "\n".join(full.splitlines()[1:])  # without its own title
     lines, page = [f"## {REPRESENT_TITLE}", text, ""], f"<h2>{html.escape(REPRESENT_TITLE)}</h2>{md_to_html(text)}"
     for png, what in (("probes.png", "linear-probe accuracy against t"), ("interpolation.png", "interpolations")):
         if (folder / png).is_file():
-            lines += [f"![{what}]({(folder / png).relative_to(folder.parent.parent)})", ""]
+            lines += [f"![{what}]({shown_path(folder / png, base)})", ""]
             page += f"<figure><img src='{data_uri(folder / png)}' alt='{what}'><figcaption>{what}</figcaption></figure>"
     return lines, page
 
@@ -260,8 +267,8 @@ def build(out: Path, data: Data = None, profile_note: str = "", extra_md: list[s
              "spread over seeds. A verdict names a best configuration by a sample metric only when the "
              "runner-up lies outside its 95% bootstrap interval (over each run's generated images; with "
              "several seeds, the span of the seeds' intervals).")
-    versus_md, versus_html = versus_section(out / "ddpm")
-    rep_md, rep_html = represent_section(out / "ddpm" / "represent")
+    versus_md, versus_html = versus_section(out / "ddpm", out)
+    rep_md, rep_html = represent_section(out / "ddpm" / "represent", out)
     extra_md, extra_html = (extra_md or []) + versus_md + rep_md, extra_html + versus_html + rep_html
     md_path, html_path = out / "REPORT.md", out / "report.html"
     atomic_write_text(md_path, markdown(sections, extra_md or [], out, intro))

@@ -4,12 +4,14 @@ Three measurements on the same test images: linear probes and k-NN on each repre
 z; the DDPM's UNet blocks at a grid of noise levels t, metrics/features.py), DDIM inversion's round trip
 x0 -> x_T -> x0 for several step counts S, and interpolation between test digits of different classes (VAE:
 lerp and slerp of mu; DDPM: slerp of DDIM-inverted x_T decoded by DDIM, eta 0) measured in the reference
-classifier's features. The result is data (representations.json); markdown() and the figures render it.
+classifier's features. The result is data (representations.json); markdown() and the figures render it,
+markdown() with the runs' paths relative to the folder of the page that shows them (`base`).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,7 +24,7 @@ from vaelab.data.registry import get as get_dataset
 from vaelab.data.images import Images, to_unit
 from vaelab.diffusion.invert import ddim_invert
 from vaelab.diffusion.sample import eps_model, sample_loop
-from vaelab.diffusion.train import DDPMRun, open_ddpm
+from vaelab.diffusion.run import DDPMRun, open_ddpm
 from vaelab.engine.checkpoint import atomic_write_text
 from vaelab.errors import VaelabError
 from vaelab.data.images import Data, images_for
@@ -30,6 +32,7 @@ from vaelab.metrics.quality import features
 from vaelab.metrics.reference import resolve
 from vaelab.metrics.structure import different_class_pairs
 from vaelab.metrics.features import path_metrics, probe, slerp, unet_blocks, unet_features, vae_latents
+from vaelab.studies.tables import md_table, shown_path, timing_lines
 from vaelab.vae.run import VAERun, open_vae
 
 FORMAT = "vaelab-representations-1"
@@ -171,7 +174,8 @@ def measure(vae_dir: Path, ddpm_dir: Path, data: Data = None, b: Budget = DEFAUL
     log(f"interpolation of {b.pairs} pairs, {b.frames} frames")
     interp, frames = interpolation(vae, ddpm, data, clf, b)
     seconds["interpolation"] = time.perf_counter() - t0
-    return {"format": FORMAT, "vae": str(vae_dir), "ddpm": str(ddpm_dir), "dataset": data.dataset.name,
+    return {"format": FORMAT, "vae": str(Path(vae_dir).resolve()), "ddpm": str(Path(ddpm_dir).resolve()),
+            "dataset": data.dataset.name,
             "vae_input": "grayscale test images in [0, 1] (a binarised VAE sees grayscale here)",
             "budget": asdict(b), "classifier": clf.describe(), "probes": probes, "inversion": inversion,
             "interpolation": interp, "threads": torch.get_num_threads(), "device": str(vae.device),
@@ -183,30 +187,33 @@ def pm(mean: float, sd: float) -> str:
     return f"{mean:.3f} ± {sd:.3f}"
 
 
-def markdown(result: dict) -> str:
-    """representations.md: the probe table, the inversion round trip and the interpolation numbers."""
+def markdown(result: dict, base: Path | None = None) -> str:
+    """representations.md: the probe table, the inversion round trip, the interpolation numbers and the time of
+    each phase; the runs' paths relative to `base`, the folder the Markdown is written to (default: the current
+    directory)."""
     b = result["budget"]
-    lines = ["# How each model represents digits", "", f"VAE {result['vae']} against DDPM {result['ddpm']} "
+    lines = ["# How each model represents digits", "",
+             f"VAE {shown_path(result['vae'], base)} against DDPM {shown_path(result['ddpm'], base)} "
              f"({get_dataset(result['dataset']).title}). Probes: fitted on {b['train']} of {b['pool']} training "
              f"images per seed (seeds {', '.join(map(str, result['probes'][0]['seeds']))}; ± is the spread), scored "
              f"on {b['test']} test images; linear probe = logistic regression (L-BFGS, 100 iterations), k-NN k=5.",
-             "", "| model | representation | t | block | features | linear probe | k-NN | silhouette |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in result["probes"]:
-        lines.append(f"| {r['model']} | {r['representation']} | {'-' if r['t'] is None else r['t']} | "
-                     f"{r['block'] or '-'} | {r['features']} | {pm(r['linear_probe'], r['linear_probe_spread'])} | "
-                     f"{pm(r['knn'], r['knn_spread'])} | {r['silhouette']:.3f} |")
+             "", *md_table(["model", "representation", "t", "block", "features", "linear probe", "k-NN", "silhouette"],
+                           [[r["model"], r["representation"], "-" if r["t"] is None else str(r["t"]),
+                             r["block"] or "-", str(r["features"]), pm(r["linear_probe"], r["linear_probe_spread"]),
+                             pm(r["knn"], r["knn_spread"]), f"{r['silhouette']:.3f}"] for r in result["probes"]])]
     lines += ["", "DDIM inversion, x0 -> x_T -> x0 with S steps each way (RMSE in [0, 1] intensity units):", "",
-              "| S | images | RMSE | max abs | std of x_T | invert ms/image | decode ms/image |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['steps']} | {r['images']} | {r['rmse']:.4f} | {r['max_abs']:.3f} | {r['x_T_std']:.3f} | "
-              f"{r['invert_ms_per_image']:.1f} | {r['decode_ms_per_image']:.1f} |" for r in result["inversion"]]
+              *md_table(["S", "images", "RMSE", "max abs", "std of x_T", "invert ms/image", "decode ms/image"],
+                        [[str(r["steps"]), str(r["images"]), f"{r['rmse']:.4f}", f"{r['max_abs']:.3f}",
+                          f"{r['x_T_std']:.3f}", f"{r['invert_ms_per_image']:.1f}", f"{r['decode_ms_per_image']:.1f}"]
+                         for r in result["inversion"]])]
     lines += ["", f"Interpolation, {b['pairs']} pairs of test digits of different classes, {b['frames']} frames "
               f"(DDPM: DDIM-{b['steps']} inversion and decoding, eta 0), in the reference classifier's features:", "",
-              "| method | path length (1 = straight) | largest jump | mean confidence | min confidence | "
-              "frames of neither class |", "|---|---|---|---|---|---|"]
-    lines += [f"| {m} | {v['path_length']:.3f} | {v['largest_jump']:.3f} | {v['mean_confidence']:.3f} | "
-              f"{v['min_confidence']:.3f} | {v['off_class_share']:.3f} |" for m, v in result["interpolation"].items()]
-    lines += ["", f"seconds: {result['seconds']}, {result['threads']} thread(s), {result['device']}"]
+              *md_table(["method", "path length (1 = straight)", "largest jump", "mean confidence", "min confidence",
+                         "frames of neither class"],
+                        [[m, f"{v['path_length']:.3f}", f"{v['largest_jump']:.3f}", f"{v['mean_confidence']:.3f}",
+                          f"{v['min_confidence']:.3f}", f"{v['off_class_share']:.3f}"]
+                         for m, v in result["interpolation"].items()])]
+    lines += ["", *timing_lines(result["seconds"], result["threads"], result["device"])]
     return "\n".join(lines) + "\n"
 
 
@@ -246,6 +253,20 @@ def write(result: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in result.items() if k != "frames"}
     atomic_write_text(out / JSON, json.dumps(data, indent=1) + "\n")
-    atomic_write_text(out / "representations.md", markdown(data))
+    atomic_write_text(out / "representations.md", markdown(data, out))
     return [out / "representations.json", out / "representations.md", probe_figure(data, out / "probes.png"),
             interpolation_figure(result["frames"], out / "interpolation.png")]
+
+
+def read(folder: Path) -> dict | None:
+    """The representations.json in `folder`, or None where there is none (or it is unreadable, with a note)."""
+    path = Path(folder) / JSON
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        markdown(result)  # every key the renderer needs is there
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError, ValueError, VaelabError) as e:
+        print(f"note: {path} is not readable representations ({type(e).__name__}: {e}); left out", file=sys.stderr)
+        return None
+    return result

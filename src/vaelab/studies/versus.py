@@ -4,7 +4,8 @@ size and training time, side by side.
 Both runs must be trained on the same dataset; every generator is scored by quality.sample_quality on
 N images against the same test images with that dataset's reference classifier, so FD-LeNet values
 compare only at equal N (the table states N). The result is data (comparison.json); `table` renders its
-rows for the Markdown here and for the report's HTML alike.
+rows for the Markdown here and for the report's HTML alike. The runs' paths are stored absolute and printed
+relative to the folder of the page that shows them (`base`), never machine-absolute.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from vaelab.data.registry import DEFAULT as DEFAULT_DATASET
 from vaelab.data.registry import get as get_dataset
 from vaelab.data.images import Images
 from vaelab.diffusion.sample import generate
-from vaelab.diffusion.train import open_ddpm
+from vaelab.diffusion.run import open_ddpm
 from vaelab.engine.checkpoint import atomic_write_text
 from vaelab.errors import VaelabError
 from vaelab.metrics import quality
 from vaelab.metrics.reference import resolve
 from vaelab.data.images import Data, images_for
 from vaelab.nn import count_parameters
+from vaelab.studies.tables import md_table, shown_path
 from vaelab.vae.run import open_vae
 
 # name -> (sampler, steps, eta): the DDPM's ways of sampling compared here. DDIM with eta = 0 is the
@@ -106,9 +108,9 @@ def compare(vae_dir: Path, ddpm_dir: Path, data: Data = None, n: int = 1000, sam
     return {"n": n, "dataset": data.dataset.name, "n_ref": len(data.test_x), "classifier": clf.describe(),
             "device": str(vae.device), "threads": torch.get_num_threads(),
             "hardware": torch.cuda.get_device_name() if vae.device.type == "cuda" else "CPU",
-            "vae": {"run": str(vae_dir), "parameters": count_parameters(vae.model),
+            "vae": {"run": str(Path(vae_dir).resolve()), "parameters": count_parameters(vae.model),
                     "train_seconds": train_seconds(vae.history), "epochs": len(vae.history)},
-            "ddpm": {"run": str(ddpm_dir), "parameters": count_parameters(ddpm.model),
+            "ddpm": {"run": str(Path(ddpm_dir).resolve()), "parameters": count_parameters(ddpm.model),
                      "train_seconds": train_seconds(ddpm.history), "epochs": len(ddpm.history)},
             "rows": rows, "shown": shown}
 
@@ -118,14 +120,15 @@ def title_of(result: dict) -> str:
     return get_dataset(result.get("dataset", DEFAULT_DATASET)).title
 
 
-def intro(result: dict) -> str:
-    """One sentence: which runs, their size and training time, N, the reference set and the hardware."""
+def intro(result: dict, base: Path | None = None) -> str:
+    """One sentence: which runs (their paths relative to `base`, the folder of the page that prints it; default
+    the current directory), their size and training time, N, the reference set and the hardware."""
     v, d = result["vae"], result["ddpm"]
-    return (f"VAE {v['run']} ({v['parameters']:,} parameters, {v['epochs']} epochs, {v['train_seconds'] or 0:.0f} s "
-            f"of training) against DDPM {d['run']} ({d['parameters']:,} parameters, {d['epochs']} epochs, "
-            f"{d['train_seconds'] or 0:.0f} s). N = {result['n']} images each against the "
-            f"{result.get('n_ref', 10000):,} {title_of(result)} test images; {result['hardware']}, "
-            f"{result['threads']} thread(s).{interval_note(result)}")
+    return (f"VAE {shown_path(v['run'], base)} ({v['parameters']:,} parameters, {v['epochs']} epochs, "
+            f"{v['train_seconds'] or 0:.0f} s of training) against DDPM {shown_path(d['run'], base)} "
+            f"({d['parameters']:,} parameters, {d['epochs']} epochs, {d['train_seconds'] or 0:.0f} s). "
+            f"N = {result['n']} images each against the {result.get('n_ref', 10000):,} {title_of(result)} test "
+            f"images; {result['hardware']}, {result['threads']} thread(s).{interval_note(result)}")
 
 
 def interval_note(result: dict) -> str:
@@ -141,12 +144,10 @@ def table(result: dict) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def markdown(result: dict) -> str:
-    """The comparison as a Markdown table (with the hardware it ran on)."""
-    header, body = table(result)
-    lines = [intro(result), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines) + "\n"
+def markdown(result: dict, base: Path | None = None) -> str:
+    """The comparison as a Markdown table (with the hardware it ran on); paths relative to `base`, the folder
+    the Markdown is written to (default: the current directory)."""
+    return "\n".join([intro(result, base), "", *md_table(*table(result))]) + "\n"
 
 
 def figure(result: dict, path: Path) -> Path:
@@ -162,7 +163,7 @@ def write(result: dict, out: Path) -> tuple[Path, Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in result.items() if k != "shown"}
     atomic_write_text(out / "comparison.json", json.dumps(data, indent=2) + "\n")
-    atomic_write_text(out / "comparison.md", markdown(data))
+    atomic_write_text(out / "comparison.md", markdown(data, out))
     return out / "comparison.json", out / "comparison.md", figure(result, out / "comparison.png")
 
 

@@ -5,13 +5,15 @@ runs the same layers as PyTorch, so decoding follows the mouse without a server.
 test-set posterior means: the latent itself for D <= 2, else a t-SNE (figures.embed_2d, the latent figure's
 settings) or a PCA of a seeded subset of the test set. t-SNE has no inverse, so there a map point decodes
 the inverse-distance-weighted mean of the mu of its K_NEAREST nearest test points; PCA and the identity
-map invert exactly (z = mean + map point @ P).
+map invert exactly (z = mean + map point @ P). The page names its run by a path relative to the page's folder
+(the run's name when the page lies in the run folder), never a machine-absolute one.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import zlib
 from pathlib import Path
 
@@ -158,8 +160,22 @@ def slider_dims(mu: np.ndarray) -> list[int]:
     return sorted(int(i) for i in order[:MAX_SLIDERS])
 
 
-def page_data(run: VAERun, data: Images, points: int = DEFAULT_POINTS, how: str = "auto", seed: int = 0) -> dict:
-    """Everything the page shows: model, decoder, map, test points (indices, labels, mu, images)."""
+def run_label(run_dir: Path, base: Path | None) -> str:
+    """How the page names its run: the path from `base` (the page's folder) to the run, with '/' and '..';
+    the run folder's name where the page lies in it or no base is given."""
+    if base is None:
+        return Path(run_dir).name
+    try:
+        rel = Path(os.path.relpath(os.path.abspath(run_dir), os.path.abspath(base))).as_posix()
+    except ValueError:  # on another drive (Windows): no relative path
+        return Path(run_dir).name
+    return Path(run_dir).name if rel == "." else rel
+
+
+def page_data(run: VAERun, data: Images, points: int = DEFAULT_POINTS, how: str = "auto", seed: int = 0,
+              base: Path | None = None) -> dict:
+    """Everything the page shows: model, decoder, map, test points (indices, labels, mu, images); the run named
+    relative to `base`, the folder the page is written to (run_label)."""
     idx = subset(len(data.test_x), points, seed)
     x = data.test_x[idx]
     mu = figures.mu_of(run, x).astype(np.float32)
@@ -169,7 +185,7 @@ def page_data(run: VAERun, data: Images, points: int = DEFAULT_POINTS, how: str 
     labels = data.test_y[idx].numpy()
     # the interpolation starts between the figure's two classes (3 and 8 for MNIST); points 0 and 1 if absent
     first = [int(np.flatnonzero(labels == c)[0]) if (labels == c).any() else i for i, c in enumerate(pair)]
-    return {"title": figures.describe(run), "run": run.path.name, "dataset": data.dataset.title,
+    return {"title": figures.describe(run), "run": run_label(run.path, base), "dataset": data.dataset.title,
             "classes": list(data.dataset.classes), "latent_dim": run.cfg.model.latent_dim,
             "map": inverse, "sliders": slider_dims(mu), "pair": first,
             "points": {"n": len(idx), "index": b64(idx.numpy().astype("<i4")), "label": b64(labels.astype(np.uint8)),
@@ -191,5 +207,5 @@ def write_explorer(run: VAERun, data: Images, out: Path | None = None, points: i
     if data.dataset.image_shape != (28, 28):
         raise VaelabError("the explorer draws 28 x 28 images")
     out = Path(out) if out is not None else run.path / PAGE
-    atomic_write_text(out, render(page_data(run, data, points, how, seed)))
+    atomic_write_text(out, render(page_data(run, data, points, how, seed, base=out.parent)))
     return out
