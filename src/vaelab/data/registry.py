@@ -79,7 +79,7 @@ FASHION_MNIST = Dataset(
     classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
              "Ankle boot"),
     sources=("debian",), env_var="VAELAB_DATA_FASHION_MNIST",
-    pixel_mean=0.2860, pixel_std=0.3530, classifier_bar=0.87,  # its LeNet reaches 88.26% (measured)
+    pixel_mean=0.2860, pixel_std=0.3530, classifier_bar=0.87,  # below what its LeNet reaches (docs/metrics.md)
     interpolation_pair=(7, 9), download_note="about 30 MB from Debian's archive",
     debian=DebianPackage("dataset-fashion-mnist", "dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb",
                          "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",

@@ -72,14 +72,14 @@ class DDPMTrainConfig:
     batch_size: int = 128
     lr: float = 5e-4
     warmup_steps: int = 500  # lr rises linearly over these steps: this UNet has no normalisation, and a
-    # full-size Adam step on the initial weights can blow the loss up a thousandfold (seen at lr 2e-3)
+    # full-size Adam step on the initial weights can blow the loss up
     ema_decay: float = 0.999
     grad_clip: float = 1.0  # max gradient norm (0: off); tames the rare huge step on a nearly-clean x_t
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bfloat16 autocast on CUDA (no loss scaling needed); on the CPU only with amp_cpu
     amp_cpu: bool = False  # bfloat16 autocast of the training step on the CPU too: pays on CPUs with native
-    # bf16 (AVX512-BF16, AMX): 1.5-2.3x more images/s measured on this project's EPYC (benchmarks/README.md)
+    # bf16 (AVX512-BF16, AMX); docs/performance.md has the measurements
     loss: Literal["simple", "min_snr"] = "simple"  # L_simple (Ho et al.), or min-SNR-gamma weighting
     snr_gamma: float = 5.0  # min_snr: each t weighs min(SNR_t, gamma) / SNR_t (Hang et al. 2023, for eps targets)
 
@@ -121,15 +121,11 @@ class DDPMConfig:
         return self
 
 
-# full: the annex's UNet and schedule, meant for a GPU (measured 8.5 min an epoch on 1 CPU thread).
-# quick: a 4x thinner UNet for CPUs: measured 2.8-3 min an epoch on 1 thread (10 min for the whole
-# run with its samples.png), about half that on 2. Batch 64 and lr 2e-3 because in a budget of
-# ~3000 steps more updates win: test MSE 0.035 after 2 epochs against 0.047 with batch 128 in our
-# runs. The EMA horizon (~200 steps) is short to match.
-# cpu: the quick UNet trained 8x longer in about 18 minutes on 2 cores (benchmarks/README.md, "A DDPM on the
-# CPU"): bfloat16 autocast of the step (1.7x the images/s of float32 on this AVX512-BF16 EPYC), min-SNR-5
-# weighting (FD-LeNet of DDIM-50 7-11% lower than L_simple at epochs 15, 20 and 25 of the same recipe),
-# lr 1e-3 (2e-3 was for a 3-epoch budget), the EMA over ~2000 steps.
+# full: the annex's UNet and schedule, meant for a GPU.
+# quick: a 4x thinner UNet for CPUs and a budget of a few thousand steps, where more updates win: batch 64,
+# lr 2e-3, and a short EMA horizon (~200 steps) to match.
+# cpu: the quick UNet trained 8x longer: bfloat16 autocast of the step, min-SNR-5 weighting, lr 1e-3 (2e-3 was
+# for a 3-epoch budget), the EMA over ~2000 steps. Why each choice, with the measurements: docs/performance.md.
 CPU_PROFILE = "cpu"  # what `--profile auto` trains without a GPU
 PROFILES = {
     "full": DDPMConfig(profile="full"),

@@ -100,7 +100,7 @@ def progress_grid(run_dir: Path, epoch: int, model, schedule: NoiseSchedule, dev
     returns them (side * side, 1, 28, 28) in [0, 1] (for TensorBoard).
 
     Not DDIM-50, though 20 times cheaper: on a briefly trained net it gives blobs where the
-    1000-step ancestral sampler already draws digits (seen on the quick profile).
+    1000-step ancestral sampler already draws digits.
     """
     x = sample_images(model, schedule, side * side, device, "ddpm", None, seed=0, amp=amp)
     plots.image_grid(to_unit_np(x), side, side, f"After epoch {epoch}: DDPM {schedule.T} steps, EMA weights",

@@ -1,7 +1,7 @@
 """One optimisation step as a callable, run eagerly or, on CUDA, replayed from a captured CUDA graph.
 
 A VAE step on 28x28 images is tens of tiny kernels: on a GPU the time goes to launching them from Python
-(about 3 ms a step on an H200, measured), not to the arithmetic. Capturing the whole step (gather of
+(milliseconds a step), not to the arithmetic. Capturing the whole step (gather of
 the batch, forward, loss, backward, Adam) once and replaying it costs one launch per step. The first
 steps run eagerly on a side stream (capture needs warmed-up kernels and allocators); they are real
 training steps, so the trajectory is the eager one step for step. Only full batches are replayed

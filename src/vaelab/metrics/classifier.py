@@ -237,8 +237,7 @@ def train_and_save(data: Images, device: torch.device | str = "cpu", folder: Pat
     """Train the reference classifier of data's dataset, refuse it below the dataset's bar, cache and return it."""
     ds = data.dataset
     folder = folder or cache_folder(ds)
-    log(f"training a {ds.title} classifier (LeNet, seed {SEED}, {EPOCHS} epochs; "
-        "about 4 minutes on 2 CPU cores) into " + str(folder))
+    log(f"training a {ds.title} classifier (LeNet, seed {SEED}, {EPOCHS} epochs) into {folder}")
     net, record = train_classifier(data, device)
     record["command"] = command or f"vaelab classifier train --dataset {ds.name} --out FOLDER"
     if record["test_accuracy"] < ds.classifier_bar:
