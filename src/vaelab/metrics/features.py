@@ -1,4 +1,5 @@
-"""How a VAE and a DDPM represent images: features to probe, the probe protocol, and interpolation paths measured.
+"""Representations of images as features for probing: what each model computes from an image, the probe protocol,
+and interpolation paths measured.
 
 Representations (each (N, F) per image):
   VAE   the posterior mean mu(x), and one z ~ q(z|x);
