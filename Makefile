@@ -1,8 +1,12 @@
 # The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+# `make docs` builds the documentation site (docs/, mkdocs.yml) with --strict into site/.
 VENV ?= .venv
 PYTEST_ARGS ?=
+comma := ,
+# the docs extra on top of the extras asked for (default: test)
+DOCS_EXTRAS = $(if $(findstring docs,$(VAELAB_EXTRAS)),$(VAELAB_EXTRAS),$(or $(VAELAB_EXTRAS),test)$(comma)docs)
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all docs bench clean
 setup:
 	@./scripts/setup.sh
 
@@ -17,5 +21,9 @@ test-all: setup
 	@./scripts/ensure_chromium.sh
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
+docs:
+	@VAELAB_EXTRAS=$(DOCS_EXTRAS) VENV=$(VENV) ./scripts/setup.sh
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_SPEC=${VAELAB_TORCH:-torch==2.13.0}
-EXTRAS=${VAELAB_EXTRAS:-test}  # CI: test,ray,tensorboard,notebook
+EXTRAS=${VAELAB_EXTRAS:-test}  # CI: test,ray,tensorboard,notebook,docs
 
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vaelab, torch, sklearn, safetensors, pytest" 2>/dev/null \
    && [ "$VENV/.stamp" -nt pyproject.toml ] && [ "$(cat "$VENV/.stamp")" = "$EXTRAS" ]; then
@@ -32,7 +32,7 @@ echo "setup: installing vaelab and its dependencies into $VENV"
 "$VENV/bin/python" -c "import vaelab, torch, sklearn, safetensors, pytest" \
   || { echo "setup: the installation failed" >&2; exit 1; }
 # each extra asked for must import: else its tests would quietly skip (and this stamp would keep them so)
-declare -A EXTRA_MODULES=([ray]=ray [tensorboard]=tensorboard [notebook]="nbclient, nbformat, ipykernel")
+declare -A EXTRA_MODULES=([ray]=ray [tensorboard]=tensorboard [notebook]="nbclient, nbformat, ipykernel" [docs]=mkdocs)
 for extra in ${EXTRAS//,/ }; do
   mods=${EXTRA_MODULES[$extra]:-}
   [ -z "$mods" ] || "$VENV/bin/python" -c "import $mods" \
