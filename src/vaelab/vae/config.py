@@ -10,6 +10,11 @@ from vaelab.data import registry
 from vaelab.errors import VaelabError
 from vaelab.vae.archs import check_arch
 
+# p(x|z) of the loss (vae/loss.py's LIKELIHOODS has one function per name): bernoulli on grey levels is the
+# report's; binarized is Bernoulli on dynamically binarised images (it sets binarize); discretized_logistic is a
+# normalised likelihood of the 8-bit pixels
+LIKELIHOOD_NAMES = ("bernoulli", "binarized", "discretized_logistic")
+
 
 @dataclass(frozen=True)
 class VAEModelConfig:
@@ -38,6 +43,11 @@ class VAETrainConfig:
     device: str = "auto"
     binarize: bool = False  # dynamic binarisation (Burda et al. 2015): x ~ Bernoulli(intensity) each epoch
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward (weights, loss, Adam stay fp32)
+    likelihood: str = "bernoulli"  # one of LIKELIHOOD_NAMES; configs written before it are the report's bernoulli
+
+    def __post_init__(self):
+        if self.likelihood == "binarized" and not self.binarize:  # the binarized protocol is the binarised data
+            object.__setattr__(self, "binarize", True)
 
     def validate(self) -> None:
         """Raise VaelabError when an option is out of range."""
@@ -52,6 +62,11 @@ class VAETrainConfig:
         if self.seed < 0:
             raise VaelabError(f"seed must be >= 0 (got {self.seed})")
         check_device(self.device)
+        if self.likelihood not in LIKELIHOOD_NAMES:
+            raise VaelabError(f"unknown likelihood {self.likelihood!r}: choose {', '.join(LIKELIHOOD_NAMES)}")
+        if self.likelihood == "discretized_logistic" and self.binarize:
+            raise VaelabError("the discretized_logistic likelihood is for the 8-bit images: it cannot train on "
+                              "binarised ones (binarize)")
 
 
 @dataclass(frozen=True)

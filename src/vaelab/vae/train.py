@@ -34,14 +34,15 @@ def test_images(x_u8: torch.Tensor, binarize: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def elbo_on(model: VAE, x: torch.Tensor, beta: float, batch: int = 1000) -> dict[str, float]:
-    """Per-image loss, -ELBO, reconstruction and KL over `x` (one z sample per image)."""
+def elbo_on(model: VAE, x: torch.Tensor, beta: float, batch: int = 1000,
+            likelihood: str = "bernoulli") -> dict[str, float]:
+    """Per-image loss, -ELBO, reconstruction and KL over `x` (one z sample per image) under `likelihood`."""
     model.eval()
     sums = torch.zeros(3, device=x.device, dtype=torch.float64)
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
         out = model(xb)
-        t = elbo_terms(out.logits, xb, out.mu, out.logvar, beta)
+        t = elbo_terms(out.logits, xb, out.mu, out.logvar, beta, likelihood)
         sums += torch.stack([t.loss, t.recon, t.kl]).double() * len(xb)
     loss, recon, kl = (sums / len(x)).tolist()
     return {"loss": loss, "neg_elbo": recon + kl, "recon": recon, "kl": kl}
@@ -59,7 +60,7 @@ def vae_compute(model: VAE, x_train: torch.Tensor, tc) -> Compute:
         x = batch_images(x_train, idx, tc.binarize)
         with torch.autocast(x.device.type, torch.bfloat16, enabled=tc.precision == "bf16", cache_enabled=False):
             out = model(x)
-        terms = elbo_terms(out.logits.float(), x, out.mu.float(), out.logvar.float(), tc.beta)
+        terms = elbo_terms(out.logits.float(), x, out.mu.float(), out.logvar.float(), tc.beta, tc.likelihood)
         return terms.loss, torch.stack([terms.loss.detach(), terms.recon.detach(), terms.kl.detach()])
     return compute
 
@@ -102,7 +103,8 @@ class VAEFamily(Family):
 
     def records(self, epoch: int, train: torch.Tensor) -> list[dict]:
         """The epoch's training means and the test set's -ELBO."""
-        return [epoch_record(train.tolist(), elbo_on(self.model, self.x_test, self.tc.beta))]
+        test = elbo_on(self.model, self.x_test, self.tc.beta, likelihood=self.tc.likelihood)
+        return [epoch_record(train.tolist(), test)]
 
     def state(self, k: int) -> tuple[dict, dict, dict]:
         """Weights and optimizer state."""
