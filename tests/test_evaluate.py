@@ -100,6 +100,24 @@ def test_iwae_with_one_sample_estimates_the_elbo():
     assert float(likelihood.iwae_log_px(model, x, 1, seed=2).mean()) == pytest.approx(-float(neg_elbo.mean()), rel=0.005)
 
 
+def test_iwae_with_one_sample_estimates_the_elbo_under_the_discretized_likelihood():
+    model, x = tiny_vae(), to_unit(synthetic_mnist().test_x)
+    _, _, neg_elbo = likelihood.likelihood(model, x, px="discretized_logistic")
+    _, _, bce = likelihood.likelihood(model, x)
+    assert not torch.allclose(neg_elbo, bce)  # the likelihood did reach the decoder term
+    iwae1 = float(likelihood.iwae_log_px(model, x, 1, seed=2, px="discretized_logistic").mean())
+    assert iwae1 == pytest.approx(-float(neg_elbo.mean()), rel=0.005)
+
+
+def test_summary_is_a_mean_with_its_normal_interval_in_nats_and_bits():
+    v = torch.tensor([100.0, 110.0, 120.0, 130.0])
+    s = likelihood.summary(v, "discretized-8bit", dims=784)
+    half = 1.959963984540054 * float(v.std()) / 2
+    assert s["nats"] == 115 and s["nats_ci"] == pytest.approx([115 - half, 115 + half]) and s["n"] == 4
+    assert s["bits_per_dim"] == pytest.approx(115 / (784 * math.log(2)))
+    assert s["bits_per_dim_ci"][1] == pytest.approx((115 + half) / (784 * math.log(2)))
+
+
 def test_iwae_normalisation_is_exact_when_weights_are_constant():
     # q = p and a decoder that ignores z: every importance weight is p(x), so log-mean-exp must return
     # exactly log p(x), whatever k and however the samples are chunked
@@ -184,6 +202,12 @@ def test_metrics_json_records_numbers_with_their_settings(evaluated):
     assert saved["settings"]["iwae_k"] == 5 and saved["likelihood"]["iwae"]["images"] == 20
     assert saved["sample_quality"]["n"] == 64 and saved["sample_quality"]["classifier"]["sha256"] == "tiny-random"
     assert saved["likelihood"]["iwae"]["neg_log_likelihood"] <= saved["likelihood"]["iwae"]["neg_elbo_same_images"] + 1
+    # every likelihood number names its protocol: the report's bernoulli on grey levels, or the binarized one
+    assert saved["likelihood"]["protocol"] == "bernoulli-grey" and m_bin["likelihood"]["protocol"] == "binarized"
+    assert "not a normalised likelihood" in saved["likelihood"]["protocol_note"]
+    for part in (saved["likelihood"]["neg_elbo_summary"], saved["likelihood"]["iwae"]["summary"]):
+        assert part["protocol"] == "bernoulli-grey" and part["nats_ci"][0] <= part["nats"] <= part["nats_ci"][1]
+    assert saved["likelihood"]["iwae"]["summary"]["n"] == 20
     assert {"knn_accuracy", "linear_probe_accuracy", "silhouette"} <= set(saved["latent"])
     assert {"prior_holes", "on_mu", "on_z", "kernel"} <= set(saved["latent_structure"])
     assert set(saved["sample_quality"]["anchors"]) == {"floor", "ceiling"}

@@ -10,9 +10,12 @@ import pytest
 
 from vaelab.cli.main import main
 from vaelab.data.images import load
+from vaelab.engine.runs import prepare_new, write_config
 from vaelab.errors import VaelabError
 from vaelab.metrics.evaluate import QUICK, evaluate_path, settings_with
 from vaelab.studies.versus import DDPM_SAMPLERS, compare, markdown, table, write
+from vaelab.vae.config import VAEConfig, VAEModelConfig, VAETrainConfig
+from vaelab.vae.train import train_vae
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +87,35 @@ def test_evaluate_accepts_a_ddpm_run(runs):
     assert m["kind"] == "ddpm" and math.isfinite(m["sample_quality"]["fd_lenet"])
     assert m["dataset"] == "mnist" and "MNIST" in m["data_note"]
     assert (ddpm / "metrics.json").exists()
+    lik = m["likelihood"]  # QUICK: the bound of 200 (here all 128) test images from 5 sampled steps each
+    assert lik["protocol"] == "discretized-8bit" and lik["n"] == 128 and lik["k"] == 5 and lik["steps"] == 100
+    assert lik["nats_ci"][0] <= lik["nats"] <= lik["nats_ci"][1] and lik["nats"] > 0
+    assert lik["bits_per_dim"] == pytest.approx(lik["nats"] / (784 * math.log(2)))
+
+
+def test_the_likelihood_table_puts_only_8bit_numbers_in_its_column(runs, tmp_path):
+    data, vae, ddpm = runs
+    mnist = load("mnist", data)
+    result = compare(vae, ddpm, mnist, n=16, samplers=("DDIM-50",), device="cpu", log=lambda m: None,
+                     likelihood_images=32, iwae_k=3, bound_k=4)
+    lik = result["likelihood"]
+    assert [r["model"] for r in lik["rows"]] == ["DDPM bound (4 steps t per image)"]  # the VAE is bernoulli-grey
+    assert lik["vae_protocol"] == "bernoulli-grey" and "another protocol, bernoulli-grey" in lik["note"]
+    assert "another protocol" in markdown(result) and "| DDPM bound" in markdown(result)
+    disc = tmp_path / "disc"
+    cfg = VAEConfig(model=VAEModelConfig("dense", "32-64", 2),
+                    train=VAETrainConfig(epochs=1, batch_size=64, device="cpu", likelihood="discretized_logistic"))
+    prepare_new(disc)
+    write_config(disc, cfg)
+    train_vae(disc, cfg, mnist, log=lambda m: None)
+    result = compare(disc, ddpm, mnist, n=16, samplers=("DDIM-50",), device="cpu", log=lambda m: None,
+                     likelihood_images=32, iwae_k=3, bound_k=4)
+    rows = result["likelihood"]["rows"]
+    assert [r["model"] for r in rows] == ["VAE -ELBO", "VAE IWAE (k=3)", "DDPM bound (4 steps t per image)"]
+    assert all(r["protocol"] == "discretized-8bit" and r["n"] == 32 for r in rows)
+    assert rows[1]["nats"] <= rows[0]["nats"] + 1  # IWAE tightens the ELBO
+    text = markdown(result)
+    assert "another protocol" not in text and re.search(r"\| VAE -ELBO \| discretized-8bit \| [\d.]+ \[", text)
 
 
 def test_markdown_prints_the_runs_relative_to_its_folder(tmp_path, monkeypatch):

@@ -2,7 +2,8 @@
 
 A VAE is scored on likelihood (likelihood.py), sample quality of decoded z ~ N(0, I) (quality.py),
 class structure of its latents (latent.py) and the latent's regularity: prior holes, KL and MMD to N(0, I)
-(structure.py); a DDPM on the sample quality of its DDIM-50 samples. EVALUATORS maps a
+(structure.py); a DDPM on the sample quality of its DDIM-50 samples and its variational bound on -log p(x) of the
+8-bit test images (diffusion/likelihood.py). Every likelihood number names its protocol. EVALUATORS maps a
 run's kind to how it is opened and scored. Every number is stored with the settings that produced it
 (images, k, N, data variant, dataset, classifier).
 """
@@ -17,25 +18,29 @@ from typing import Callable
 
 import torch
 
-from vaelab.data.images import Data, Images, images_for, to_unit
-from vaelab.diffusion.sample import generate
+from vaelab.data.images import Data, Images, images_for, to_signed, to_unit
+from vaelab.diffusion.likelihood import VARIANCES, image_bounds
+from vaelab.diffusion.sample import eps_model, generate
 from vaelab.diffusion.run import DDPMRun, open_ddpm
 from vaelab.engine.runs import METRICS_FORMAT, read_kind, write_metrics
 from vaelab.errors import RunError
 from vaelab.metrics import quality
 from vaelab.metrics.classifier import ReferenceClassifier
 from vaelab.metrics.latent import latent_probes
-from vaelab.metrics.likelihood import data_variant, fast_copy, iwae_log_px, likelihood
+from vaelab.metrics.likelihood import (EIGHT_BIT, PROTOCOL_NOTES, data_variant, fast_copy, iwae_log_px, likelihood,
+                                       summary)
 from vaelab.metrics.reference import resolve
 from vaelab.metrics.structure import latent_structure
 from vaelab.vae.sample import encode_logvar, vae_samples
 from vaelab.nn import count_parameters
 from vaelab.vae.run import VAERun, open_vae
+from vaelab.vae.loss import protocol
 from vaelab.vae.train import test_images
 
 FORMAT = METRICS_FORMAT
 DDPM_SAMPLER, DDPM_STEPS = "ddim", 50  # a DDPM's evaluation samples: the fast sampler
 STRUCTURE_SEED = 3  # latent structure draws from seed + 3 (samples use seed + 2, IWAE seed + 1)
+BOUND_SEED = 4  # the DDPM bound's noise and steps draw from seed + 4
 
 
 
@@ -52,10 +57,13 @@ class Settings:
     knn_k: int = 5
     seed: int = 0
     max_decodes: int = 4096  # decoder batch of the IWAE loop: bounds memory whatever k is
+    bound_images: int = 1000  # first test images of the DDPM's bound: (bound_k + 1) network evaluations each
+    bound_k: int = 10  # sampled steps t per image of the DDPM's bound (stratified); 0: exact, all T steps
 
 
 DEFAULT = Settings()
-QUICK = Settings(test_images=2000, iwae_k=10, iwae_images=200, n_samples=1000, n_ref=1000, probe_train=5000)
+QUICK = Settings(test_images=2000, iwae_k=10, iwae_images=200, n_samples=1000, n_ref=1000, probe_train=5000,
+                 bound_images=200, bound_k=5)
 
 
 def settings_with(base: Settings, **overrides) -> Settings:
@@ -78,7 +86,8 @@ def stamp() -> str:
 def evaluate_vae(run: VAERun, data: Images, s: Settings = DEFAULT, clf: ReferenceClassifier | None = None,
                  log=lambda m: print(m, file=sys.stderr)) -> dict:
     """Every metric of a VAE run under settings `s`, on its dataset's images `data`; the dict of metrics.json."""
-    binarize = run.cfg.train.binarize
+    binarize, px = run.cfg.train.binarize, run.cfg.train.likelihood
+    proto = protocol(px, binarize)
     variant, variant_note = data_variant(binarize, data.dataset)
     model, seconds, t_all = run.model.eval(), {}, time.perf_counter()
     fast = fast_copy(model)
@@ -86,16 +95,18 @@ def evaluate_vae(run: VAERun, data: Images, s: Settings = DEFAULT, clf: Referenc
     t0 = time.perf_counter()
     # binarise the whole test set, then slice: the draw of image i does not depend on how many are used
     x_test = test_images(data.test_x.to(run.device), binarize)[:s.test_images]
-    lik, mu_test, neg_elbo = likelihood(fast, x_test, s.seed)
+    lik, mu_test, neg_elbo = likelihood(fast, x_test, s.seed, px=px)
+    lik.update(protocol=proto, protocol_note=PROTOCOL_NOTES[proto], likelihood=px,
+               neg_elbo_summary=summary(neg_elbo, proto))
     seconds["likelihood"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     n_iw = min(s.iwae_images, len(x_test))
     log(f"IWAE bound, k = {s.iwae_k}, on {n_iw} test images")
-    log_px = iwae_log_px(fast, x_test[:n_iw], s.iwae_k, s.seed + 1, s.max_decodes, progress=True)
+    log_px = iwae_log_px(fast, x_test[:n_iw], s.iwae_k, s.seed + 1, s.max_decodes, progress=True, px=px)
     lik["iwae"] = {"k": s.iwae_k, "images": n_iw, "which": f"first {n_iw} test images",
                    "neg_log_likelihood": float(-log_px.mean()),
-                   "neg_elbo_same_images": float(neg_elbo[:n_iw].mean())}
+                   "neg_elbo_same_images": float(neg_elbo[:n_iw].mean()), "summary": summary(-log_px, proto)}
     seconds["iwae"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -128,9 +139,30 @@ def evaluate_vae(run: VAERun, data: Images, s: Settings = DEFAULT, clf: Referenc
             "created": stamp()}
 
 
+def ddpm_likelihood(run: DDPMRun, data: Images, s: Settings = DEFAULT, variance: str = VARIANCES[0]) -> dict:
+    """The DDPM's variational bound on -log p(x) of the first s.bound_images 8-bit test images (protocol
+    discretized-8bit), estimated from s.bound_k stratified steps per image (0: exact), with its interval."""
+    t0 = time.perf_counter()
+    x0 = to_signed(data.test_x[:s.bound_images].to(run.device))
+    f = eps_model(run.model, run.device, amp=False)  # float32: small t weigh |eps - eps_hat|^2 by about 1/beta~_t
+    values = image_bounds(f, run.schedule, x0, s.bound_k or None, s.seed + BOUND_SEED, variance)
+    T = run.schedule.T
+    how = (f"exact: all {T} terms, {T} network evaluations per image" if not s.bound_k else
+           f"unbiased estimate: prior and L_0 exact, {s.bound_k} of the {T - 1} steps t >= 1 drawn one per equal "
+           f"stratum and weighted by its size; {s.bound_k + 1} network evaluations per image")
+    return {**summary(values, EIGHT_BIT), "protocol_note": PROTOCOL_NOTES[EIGHT_BIT],
+            "which": f"first {len(values)} test images", "k": s.bound_k or None, "steps": T, "estimator": how,
+            "reverse_variance": variance, "decoder": "discretized Gaussian, mean x0_hat at t = 0, variance beta~_1",
+            "weights": "EMA" if run.ema else "raw", "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def evaluate_ddpm(run: DDPMRun, data: Images, s: Settings = DEFAULT, clf: ReferenceClassifier | None = None,
                   log=lambda m: print(m, file=sys.stderr)) -> dict:
-    """metrics.json of a DDPM run: sample quality of s.n_samples DDIM-50 images (the fast sampler)."""
+    """metrics.json of a DDPM run: sample quality of s.n_samples DDIM-50 images (the fast sampler) and the
+    variational bound on -log p(x) of s.bound_images 8-bit test images."""
+    log(f"variational bound of {min(s.bound_images, len(data.test_x))} test images, "
+        f"{f'{s.bound_k} sampled steps' if s.bound_k else 'all steps'} each")
+    lik = ddpm_likelihood(run, data, s)
     log(f"sample quality of {s.n_samples} DDIM-{DDPM_STEPS} samples")
     t0 = time.perf_counter()
     images, speed = generate(run, s.n_samples, DDPM_SAMPLER, DDPM_STEPS, seed=s.seed)
@@ -141,8 +173,10 @@ def evaluate_ddpm(run: DDPMRun, data: Images, s: Settings = DEFAULT, clf: Refere
             "dataset": data.dataset.name, "data_variant": "grayscale",
             "data_note": f"grayscale {data.dataset.title} scaled to [-1, 1] for the diffusion",
             "settings": {"n_samples": s.n_samples, "n_ref": s.n_ref, "sampler": DDPM_SAMPLER, "steps": DDPM_STEPS,
-                         "seed": s.seed},
-            "sample_quality": sq, "seconds": {"total": round(time.perf_counter() - t0, 1)}, "created": stamp()}
+                         "seed": s.seed, "bound_images": s.bound_images, "bound_k": s.bound_k},
+            "likelihood": lik, "sample_quality": sq,
+            "seconds": {"likelihood": lik["seconds"], "total": round(time.perf_counter() - t0 + lik["seconds"], 1)},
+            "created": stamp()}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,11 @@ N images against the same test images with that dataset's reference classifier, 
 compare only at equal N (the table states N). The result is data (comparison.json); `table` renders its
 rows for the Markdown here and for the report's HTML alike. The runs' paths are stored absolute and printed
 relative to the folder of the page that shows them (`base`), never machine-absolute.
+
+Beside sample quality, a likelihood table on the 8-bit footing (protocol discretized-8bit): the VAE's -ELBO and
+IWAE when its decoder is the discretized logistic, and the DDPM's variational bound, each in nats per image and
+bits/dim with its interval and N, on the same first test images. A VAE of another protocol (bernoulli-grey,
+binarized) is not put in that column: the table says which protocol it is on instead.
 """
 
 from __future__ import annotations
@@ -27,10 +32,14 @@ from vaelab.diffusion.run import open_ddpm
 from vaelab.engine.checkpoint import atomic_write_text
 from vaelab.errors import VaelabError
 from vaelab.metrics import quality
+from vaelab.metrics.evaluate import DEFAULT as DEFAULT_SETTINGS
+from vaelab.metrics.evaluate import ddpm_likelihood, settings_with
+from vaelab.metrics.likelihood import EIGHT_BIT, PROTOCOL_NOTES, fast_copy, iwae_log_px, likelihood, summary
 from vaelab.metrics.reference import resolve
-from vaelab.data.images import Data, images_for
+from vaelab.data.images import Data, images_for, to_unit
 from vaelab.nn import count_parameters
 from vaelab.studies.tables import md_table, shown_path
+from vaelab.vae.loss import protocol
 from vaelab.vae.run import open_vae
 
 # name -> (sampler, steps, eta): the DDPM's ways of sampling compared here. DDIM with eta = 0 is the
@@ -38,6 +47,7 @@ from vaelab.vae.run import open_vae
 # DDPM, N = 500, seeds 0/1: FD-LeNet DDPM-1000 124.8; DDIM-50 eta 0 161.1/151.5; eta 1 118.6/127.3.
 DDPM_SAMPLERS = {"DDPM-1000": ("ddpm", None, None), "DDIM-100": ("ddim", 100, 0.0), "DDIM-50": ("ddim", 50, 0.0),
                  "DDIM-50-eta1": ("ddim", 50, 1.0)}
+LIKELIHOOD_IMAGES, LIKELIHOOD_IWAE_K, LIKELIHOOD_BOUND_K = 1000, 100, 10  # the likelihood table's defaults
 INTERVALS = ("fd_lenet", "precision", "recall", "density", "coverage", "classifier_score")  # each with '<key>_ci'
 
 
@@ -85,9 +95,36 @@ def score(name: str, images: torch.Tensor, speed: float, data: Images, clf, devi
             "ms_per_image": 1000.0 / speed, **{k: sq[k] for k in keep}}
 
 
+@torch.no_grad()
+def likelihoods(vae, ddpm, data: Images, n: int = LIKELIHOOD_IMAGES, iwae_k: int = LIKELIHOOD_IWAE_K,
+                bound_k: int = LIKELIHOOD_BOUND_K, seed: int = 0) -> dict:
+    """The likelihood table's data: rows of one protocol (discretized-8bit) on the first n test images."""
+    proto = protocol(vae.cfg.train.likelihood, vae.cfg.train.binarize)
+    rows, note = [], ""
+    if proto == EIGHT_BIT:
+        x = to_unit(data.test_x[:n]).to(vae.device)
+        fast = fast_copy(vae.model)
+        _, _, neg_elbo = likelihood(fast, x, seed, px=vae.cfg.train.likelihood)
+        rows.append({"model": "VAE -ELBO", **summary(neg_elbo, proto)})
+        log_px = iwae_log_px(fast, x, iwae_k, seed + 1, px=vae.cfg.train.likelihood)
+        rows.append({"model": f"VAE IWAE (k={iwae_k})", **summary(-log_px, proto)})
+    else:
+        note = (f"The VAE's likelihood is on another protocol, {proto} ({PROTOCOL_NOTES[proto]}), so it is not in "
+                "this column; a VAE trained with the discretized_logistic likelihood is.")
+    bound = ddpm_likelihood(ddpm, data, settings_with(DEFAULT_SETTINGS, bound_images=n, bound_k=bound_k, seed=seed))
+    rows.append({"model": f"DDPM bound ({bound['k'] or 'all'} steps t per image)",
+                 **{k: bound[k] for k in ("protocol", "nats", "nats_ci", "bits_per_dim", "bits_per_dim_ci", "n",
+                                          "interval")}})
+    return {"protocol": EIGHT_BIT, "protocol_note": PROTOCOL_NOTES[EIGHT_BIT], "vae_protocol": proto, "note": note,
+            "ddpm_estimator": bound["estimator"], "rows": rows}
+
+
 def compare(vae_dir: Path, ddpm_dir: Path, data: Data = None, n: int = 1000, samplers=tuple(DDPM_SAMPLERS),
-            device: str = "auto", seed: int = 0, log=print, data_dir=None) -> dict:
-    """Score the VAE and each DDPM sampler on n images of their one dataset; the comparison (and samples shown)."""
+            device: str = "auto", seed: int = 0, log=print, data_dir=None,
+            likelihood_images: int = LIKELIHOOD_IMAGES, iwae_k: int = LIKELIHOOD_IWAE_K,
+            bound_k: int = LIKELIHOOD_BOUND_K) -> dict:
+    """Score the VAE and each DDPM sampler on n images of their one dataset, and (likelihood_images > 0) both
+    likelihoods on that many test images; the comparison (and samples shown)."""
     # data: that dataset's Images, a loader (name -> Images), or None to load it from data_dir
     vae, ddpm = open_vae(vae_dir, device), open_ddpm(ddpm_dir, device)
     if vae.cfg.dataset != ddpm.cfg.dataset:
@@ -105,6 +142,10 @@ def compare(vae_dir: Path, ddpm_dir: Path, data: Data = None, n: int = 1000, sam
         images, speed = generate(ddpm, n, sampler, steps, eta=eta, seed=seed)
         rows.append(score(name, images, speed, data, clf, ddpm.device, seed))
         shown[name] = images[:16]
+    lik = None
+    if likelihood_images > 0:
+        log(f"likelihoods on the first {likelihood_images} test images (8-bit, discretized)")
+        lik = likelihoods(vae, ddpm, data, likelihood_images, iwae_k, bound_k, seed)
     return {"n": n, "dataset": data.dataset.name, "n_ref": len(data.test_x), "classifier": clf.describe(),
             "device": str(vae.device), "threads": torch.get_num_threads(),
             "hardware": torch.cuda.get_device_name() if vae.device.type == "cuda" else "CPU",
@@ -112,7 +153,7 @@ def compare(vae_dir: Path, ddpm_dir: Path, data: Data = None, n: int = 1000, sam
                     "train_seconds": train_seconds(vae.history), "epochs": len(vae.history)},
             "ddpm": {"run": str(Path(ddpm_dir).resolve()), "parameters": count_parameters(ddpm.model),
                      "train_seconds": train_seconds(ddpm.history), "epochs": len(ddpm.history)},
-            "rows": rows, "shown": shown}
+            "rows": rows, "shown": shown, **({"likelihood": lik} if lik else {})}
 
 
 def title_of(result: dict) -> str:
@@ -144,10 +185,29 @@ def table(result: dict) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def likelihood_table(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the likelihood table (one protocol, discretized-8bit); no rows when none was measured."""
+    lik = result.get("likelihood") or {"rows": []}
+    header = ["model", "protocol", "nats per image", "bits/dim"]
+    body = [[r["model"], r["protocol"], number("nats", "{:.1f}", n=True)(r), number("bits_per_dim", "{:.4f}")(r)]
+            for r in lik["rows"]]
+    return header, body
+
+
+def likelihood_text(result: dict) -> list[str]:
+    """The likelihood table's Markdown lines, its protocol and note ([] for comparisons without one)."""
+    lik = result.get("likelihood")
+    if not lik:
+        return []
+    notes = [f"Likelihood, protocol {lik['protocol']}: {lik['protocol_note']}. DDPM: {lik['ddpm_estimator']}. "
+             f"[low, high]: {lik['rows'][-1]['interval']}.", *([lik["note"]] if lik["note"] else [])]
+    return ["", *notes, "", *md_table(*likelihood_table(result))]
+
+
 def markdown(result: dict, base: Path | None = None) -> str:
-    """The comparison as a Markdown table (with the hardware it ran on); paths relative to `base`, the folder
-    the Markdown is written to (default: the current directory)."""
-    return "\n".join([intro(result, base), "", *md_table(*table(result))]) + "\n"
+    """The comparison as Markdown tables (with the hardware it ran on): sample quality, then likelihood; paths
+    relative to `base`, the folder the Markdown is written to (default: the current directory)."""
+    return "\n".join([intro(result, base), "", *md_table(*table(result)), *likelihood_text(result)]) + "\n"
 
 
 def figure(result: dict, path: Path) -> Path:
@@ -175,6 +235,7 @@ def read(folder: Path) -> dict | None:
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
         table(result)  # every key the renderers need is there
+        likelihood_text(result)
         intro(result)
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, VaelabError) as e:
         print(f"note: {path} is not a readable comparison ({type(e).__name__}: {e}); left out", file=sys.stderr)
