@@ -5,7 +5,8 @@ import re
 import pytest
 import torch
 
-from vaelab.cli.evaluate import EVALUATE_HELP, table
+from vaelab.cli.args.evaluate import EVALUATE_HELP
+from vaelab.cli.evaluate import table
 from vaelab.metrics import intervals, quality
 
 torch.set_num_threads(1)

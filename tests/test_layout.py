@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,6 +13,10 @@ LAYERS = {"errors": 0, "config": 0, "plots": 0, "version": 0, "nn": 0, "data": 1
           "metrics": 4, "studies": 5, "handles": 6, "datasets": 6, "api": 7, "cli": 8,
           "__init__": 9}  # the root __init__ is the top: `import vaelab` is the Python API
 LAZY_ALLOWED = {"ray", "torch.utils.tensorboard", "tensorboard"}  # optional extras, imported only when asked for
+# the only functions that may import by name (importlib.import_module, __import__): the CLI's dispatch, which
+# imports a command's implementation when it runs, and the root's PEP 562 __getattr__ (`import vaelab` is light)
+DYNAMIC_ALLOWED = {("vaelab.cli.main", "dispatch"), ("vaelab", "__getattr__")}
+IMPL_REF = re.compile(r"(vaelab(?:\.\w+)+):\w+")  # 'vaelab.cli.vae:cmd_train': a module named for dispatch
 
 
 def module_name(path: Path) -> str:
@@ -31,14 +36,44 @@ def resolve(name: str, known: dict[str, Path]) -> str | None:
 
 
 @lru_cache(maxsize=None)
+def owners(mod: str) -> tuple[ast.AST, dict[int, str]]:
+    """The module's syntax tree, and for each node inside a function the innermost function's name."""
+    tree = ast.parse(modules()[mod].read_text())
+    owner = {}
+    for f in ast.walk(tree):  # breadth first: an inner function overwrites its outer one's claim
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            for n in ast.walk(f):
+                owner[id(n)] = getattr(f, "name", "<lambda>")
+    return tree, owner
+
+
+def is_dynamic_import(node: ast.AST) -> bool:
+    """importlib.import_module(...), import_module(...) or __import__(...)."""
+    if not isinstance(node, ast.Call):
+        return False
+    f = node.func
+    return (isinstance(f, ast.Attribute) and f.attr == "import_module") or (
+        isinstance(f, ast.Name) and f.id in ("import_module", "__import__"))
+
+
+def named_modules(node: ast.AST, known: dict[str, Path]) -> list[str]:
+    """The vaelab modules a node names without importing them: import_module("vaelab.x") and 'vaelab.x:func'."""
+    if is_dynamic_import(node) and node.args and isinstance(node.args[0], ast.Constant):
+        return [node.args[0].value] if node.args[0].value in known else []
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [m for m in IMPL_REF.findall(node.value) if m in known]
+    return []
+
+
+@lru_cache(maxsize=None)
 def imports(mod: str) -> tuple[tuple[str, bool], ...]:
-    """(imported module, whether outside every function body) for each import in `mod`."""
+    """(imported module, whether outside every function body) for each import in `mod`; a module named for an
+    import at run time (dispatch's 'vaelab.cli.vae:cmd_train') counts as imported at the top, for the layers."""
     known = modules()
-    tree = ast.parse(known[mod].read_text())
-    in_functions = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                    for n in ast.walk(f)}
+    tree, owner = owners(mod)
     out = []
     for node in ast.walk(tree):
+        out += [(n, True) for n in named_modules(node, known)]
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -52,7 +87,7 @@ def imports(mod: str) -> tuple[tuple[str, bool], ...]:
         else:
             continue
         for n in names:
-            out.append((n, id(node) not in in_functions))
+            out.append((n, id(node) not in owner))
     return tuple(out)
 
 
@@ -85,6 +120,20 @@ def test_no_import_inside_functions():
     hidden = [f"{mod}: {target}" for mod in modules() for target, at_top in imports(mod)
               if not at_top and not any(target == a or target.startswith(a + ".") for a in LAZY_ALLOWED)]
     assert not hidden, hidden
+
+
+def test_imports_by_name_only_in_the_cli_dispatch_and_the_root_getattr():
+    found = set()
+    for mod in modules():
+        tree, owner = owners(mod)
+        found |= {(mod, owner.get(id(n), "<module>")) for n in ast.walk(tree) if is_dynamic_import(n)}
+    assert found == DYNAMIC_ALLOWED, found ^ DYNAMIC_ALLOWED
+
+
+def test_every_command_names_an_implementation_in_the_cli():
+    refs = [m for mod in modules() if mod.startswith("vaelab.cli.args") for m, _ in imports(mod)
+            if m.startswith("vaelab.cli.") and not m.startswith(("vaelab.cli.args", "vaelab.cli.common"))]
+    assert len(set(refs)) >= 10 and all(m in modules() for m in refs), refs
 
 
 def graph() -> dict[str, set[str]]:

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-import matplotlib
-
-if "ipykernel" not in sys.modules:  # in a notebook, leave its inline backend alone (`import vaelab` reaches here)
-    matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt  # the backend is the caller's: the command line picks Agg (cli/main.py)
+import numpy as np
 
 
 def save(fig, path: Path) -> Path:

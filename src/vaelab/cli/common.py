@@ -1,10 +1,34 @@
-"""Argument types and options shared by several subcommands."""
+"""Argument types and options shared by several subcommands (argparse and torch-free registries only: the
+parser modules in cli/args/ build `vaelab COMMAND --help` from them without importing torch)."""
 
 from __future__ import annotations
 
 import argparse
 
 from vaelab.data.registry import DATASETS, DEFAULT
+
+DOCS = "docs/commands.md"  # the commands page of the docs site (`make docs`); each command has an anchor there
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, except that a description or epilog keeps its paragraphs (separated by a blank line): each
+    is wrapped to the terminal, unless it holds an indented line (a table, an example file), which stays as is."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        fill = super()._fill_text
+        return "\n\n".join(par if any(line.startswith("  ") for line in par.splitlines()) else fill(par, width, indent)
+                           for par in text.split("\n\n"))
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, help: str, description: str, impl: str | None = None,
+                anchor: str | None = None, **kwargs) -> argparse.ArgumentParser:
+    """A sub-command whose --help ends with its docs page, and whose work is `impl`: 'vaelab.cli.MODULE:FUNCTION',
+    imported only when the command runs (None for a group such as `ddpm`, whose actions name theirs)."""
+    kwargs.setdefault("formatter_class", HelpFormatter)
+    p = sub.add_parser(name, help=help, description=description, epilog=f"Docs: {DOCS}#{anchor or name}", **kwargs)
+    if impl is not None:
+        p.set_defaults(impl=impl)
+    return p
 
 
 def int_at_least(low: int):
@@ -57,13 +81,12 @@ def dataset_of(args: argparse.Namespace) -> str:
     return args.dataset or DEFAULT
 
 
-
 def add_together(p: argparse.ArgumentParser) -> None:
     """--together: train runs that differ only in beta as one stacked model (vaelab train-together)."""
     p.add_argument("--together", choices=["auto", "always", "never"], default="auto",
                    help="train runs whose configs differ only in beta in one process, as one stacked model "
-                        "(one vmapped step for all): auto (default) does it on CUDA, where it is several times "
-                        "faster; on CPU separate processes (--jobs) are as fast (benchmarks/README.md)")
+                        "(one vmapped step for all): auto (default) on CUDA only, always, or never (when it pays: "
+                        "docs/performance.md)")
 
 
 def add_tensorboard(p: argparse.ArgumentParser) -> None:

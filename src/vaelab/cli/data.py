@@ -1,11 +1,9 @@
-"""`vaelab data fetch|info`: where a dataset comes from and whether it verifies."""
+"""`vaelab data fetch|info`: where a dataset comes from and whether it verifies (arguments: args/data.py)."""
 
 from __future__ import annotations
 
-import argparse
-
-from vaelab.cli.common import add_dataset, dataset_of
-from vaelab.data.registry import DATASETS, get
+from vaelab.cli.common import dataset_of
+from vaelab.data.registry import get
 from vaelab.data.images import info, load
 
 
@@ -28,25 +26,3 @@ def cmd_info(args) -> int:
     print(f"all four files match the official md5 of {dataset.title}" if ok
           else f"not verified: run `vaelab data fetch --dataset {dataset.name}`")
     return 0 if ok else 3
-
-
-def sources_help() -> str:
-    """One line per registered dataset: where its files come from, in order."""
-    return "\n".join(f"  {d.name:<14} --data-dir / ${d.env_var}, the cache, then {', '.join(d.sources)}"
-                     for d in DATASETS.values())
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `data` command group."""
-    p = sub.add_parser("data", help="fetch or inspect a dataset's files (MNIST, Fashion-MNIST)",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Where each dataset comes from, in order (the cache is $VAELAB_CACHE/NAME, "
-                                   "default ~/.cache/vaelab/NAME; every fetched file is checked against the md5 "
-                                   "of its uncompressed bytes before it is cached):\n" + sources_help())
-    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    f = dsub.add_parser("fetch", help="download and verify the dataset into the cache (if not already there)")
-    add_dataset(f)
-    f.set_defaults(func=cmd_fetch)
-    i = dsub.add_parser("info", help="show where the dataset is read from and whether each file verifies")
-    add_dataset(i)
-    i.set_defaults(func=cmd_info)

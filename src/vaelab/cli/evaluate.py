@@ -1,14 +1,14 @@
-"""Measurement commands: evaluate (-> metrics.json), compare (side-by-side table), classifier train/info."""
+"""Measurement commands: evaluate (-> metrics.json), compare (side-by-side table), classifier train/info
+(arguments: args/evaluate.py)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from vaelab.data.registry import dataset_for_run
-from vaelab.cli.common import add_dataset, dataset_of, nonneg_int, positive_int
+from vaelab.cli.common import dataset_of
 from vaelab.data.registry import DATASETS, DEFAULT, get
 from vaelab.data.images import load
 from vaelab.engine.runs import pick_device, read_metrics
@@ -177,101 +177,3 @@ def cmd_classifier(args) -> int:
           f"(trained in {clf.info['train_seconds']:.0f} s), sha256 {clf.sha256}{pinned}\n  {clf.folder}\n"
           f"use it with --classifier {clf.folder}")
     return 0
-
-
-EVALUATE_HELP = """Measure a trained run and write metrics.json into its folder, then print the table.
-
-likelihood (on the test set, in the data variant the run was trained on: grayscale or dynamically binarised):
-  -ELBO per image with its reconstruction and KL parts, KL per latent dimension, active units
-  (Burda et al. 2015: Var over the test set of mu_d > 0.01), and the IWAE bound -log p(x) with k samples.
-sample quality (N decoded z ~ N(0, I) against the test set, in the features of vaelab's pinned LeNet):
-  FD-LeNet (Frechet distance; not FID), precision/recall (Kynkaanniemi et al. 2019, k=3), density/coverage
-  (Naeem et al. 2020, k=5), classifier score (Inception Score formula), predicted-class histogram, entropy
-  and rarest class share, with the floor (training images) and ceiling (uniform noise) anchors.
-  Why density/coverage beside precision/recall: k-NN precision counts a generated image as realistic when
-  it falls in ANY test image's k-NN ball, and an outlier test image has a huge ball (Naeem et al. 2020).
-  The noise ceiling shows it: on MNIST, 10,000 uniform-noise images get precision 0.24 (0.96 on
-  Fashion-MNIST) because their features collapse into a few outliers' balls. Coverage, the share of test
-  images with a generated image in their ball, gives them 0.001 (training images: 0.94). Density counts
-  the balls each generated image is in, over k (about 1 for images like the test set): it is fooled too,
-  though less: noise gets 0.47 on MNIST where training images get 0.93. Read each with its ceiling row.
-  FD-LeNet, precision, recall, density, coverage and classifier score are shown as value [low, high]: a
-  95% bootstrap interval over the N generated images (200 resamples, seeded by --seed; the percentile
-  interval shifted by the bootstrap's bias so that it is centred on the value: resamples repeat images,
-  which moves FD up and coverage/recall down). It says how much the number would move with another draw
-  of N images; the test set is held fixed, and recall's interval is conditional on the full set's fake
-  k-NN radii. metrics.json records the method and each shift.
-latent structure (posterior means): k-NN and linear-probe accuracy, silhouette score by class; prior holes
-  (the share of N z ~ N(0, I) whose decoded image the classifier labels with confidence < 0.5, beside the
-  share for test images), and the aggregate posterior against the prior: KL between the Gaussian fitted to
-  the test set's mu (and to one z ~ q(z|x) per test image) and N(0, I), and an unbiased MMD^2 (2,000 points,
-  a sum of RBF kernels at 0.5, 1 and 2 x the median distance); about 4 s.
-Everything is measured on the dataset the run was trained on (its config names it).
-
-cost, conv 32-64-128 model on one CPU core: the default takes about a minute (under 2 minutes on a busy
-2-core machine); --quick about 10 s. The pinned classifier ships with its anchors at N = 1,000, 5,000 and
-10,000 (`vaelab classifier`); another N computes its anchors once (about 10 s) and caches them.
-The intervals add 5 to 10 s at N = 10,000 (one thread, measured on a busy 2-core machine).
-The IWAE bound costs k decoder passes per image, about 4,000 a second on one CPU core for the conv
-model: the default (k=100 on 2,000 images) is about 45 s; --k 5000 --iwae-images 100 about 2 minutes;
---k 5000 --iwae-images 10000 (the literature's setting) is 50 million decodes, several hours on a CPU
-(minutes on a GPU)."""
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add evaluate, compare and classifier."""
-    e = sub.add_parser("evaluate", help="measure a run: likelihood, sample quality, latent structure -> metrics.json",
-                       description=EVALUATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    e.add_argument("run", help="a trained run folder")
-    e.add_argument("--quick", action="store_true",
-                   help="smoke-test settings: 2,000 test images, IWAE k=10 on 200, N=1,000 samples, probes "
-                        "fitted on 5,000 training images (seconds; numbers noisier and not comparable with "
-                        "the default's, FD-LeNet above all since it depends on N)")
-    e.add_argument("--k", type=positive_int, default=None,
-                   help="IWAE samples per image (default 100; 5000 as in Burda et al., see the cost above)")
-    e.add_argument("--iwae-images", type=positive_int, default=None,
-                   help="first test images scored by IWAE (default 2,000; cost grows as k x images)")
-    e.add_argument("--samples", type=positive_int, default=None,
-                   help="N generated images for sample quality (default 10,000; anchors are computed once per N)")
-    e.add_argument("--probe-train", type=positive_int, default=None,
-                   help="training images the latent probes are fitted on (default all 60,000)")
-    e.add_argument("--seed", type=nonneg_int, default=None, help="seed of every random draw (default 0)")
-    e.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
-    e.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    e.add_argument("--classifier", default=None, metavar="PATH",
-                   help="score with a classifier of your own (`vaelab classifier train --out`) instead of the pinned "
-                        "one; metrics.json records which (its numbers then compare only with the same classifier's)")
-    add_dataset(e, of_run=True)
-    e.set_defaults(func=cmd_evaluate)
-
-    c = sub.add_parser("compare", help="side-by-side table of evaluated runs (their metrics.json)",
-                       description="Print the metrics of several evaluated runs side by side (run "
-                                   "`vaelab evaluate` on each first). Nothing is recomputed.")
-    c.add_argument("runs", nargs="+", help="evaluated run folders")
-    c.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    c.set_defaults(func=cmd_compare)
-
-    k = sub.add_parser("classifier", help="the reference classifiers of the sample-quality metrics",
-                       description="vaelab scores samples in the features of a small LeNet per dataset. The "
-                                   "pinned ones ship inside vaelab (weights, test-set feature statistics and "
-                                   "anchors; sha256 checked on every load), so every machine gets the same "
-                                   "numbers. `train` makes one of your own (or, with --out, how the shipped "
-                                   "ones were made); use it with --classifier PATH.")
-    ks = k.add_subparsers(dest="action", metavar="ACTION", required=True)
-    t = ks.add_parser("train", help="train a classifier of your own, with its statistics and anchors (~4 min)",
-                      description="Train a dataset's LeNet (seed 0, 10 epochs; about 4 minutes on 2 CPU cores) "
-                                  "unless a valid one is in the folder (or --force), then save the test set's "
-                                  "feature statistics and the anchors at the standard N beside it.")
-    t.add_argument("--out", default=None, metavar="DIR",
-                   help="folder to write (default: VAELAB_CACHE/classifier/NAME); the shipped ones were made with "
-                        "--out src/vaelab/metrics/reference/NAME")
-    t.add_argument("--force", action="store_true", help="retrain even if a valid one is there")
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    add_dataset(t)
-    t.set_defaults(func=cmd_classifier)
-    i = ks.add_parser("info", help="the pinned classifier's record (or --classifier PATH's), checksum checked",
-                      description="Show a classifier's record (accuracy, sha256, training command) after checking it.")
-    i.add_argument("--dataset", choices=list(DATASETS), default=None, metavar="NAME",
-                   help=f"whose classifier: {', '.join(DATASETS)} (default {DEFAULT})")
-    i.add_argument("--classifier", default=None, metavar="PATH", help="a folder of your own instead of the pinned one")
-    i.set_defaults(func=cmd_classifier)

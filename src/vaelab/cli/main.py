@@ -1,4 +1,8 @@
-"""The `vaelab` command: the only entry point. Each command family is a module beside this one.
+"""The `vaelab` command: the only entry point.
+
+Parsing is light: the parsers (cli/args/) use argparse and torch-free registries only, so `vaelab --help`,
+`--version` and `vaelab COMMAND --help` answer at once. Each command names its implementation as a string
+('vaelab.cli.vae:cmd_train'); `dispatch` imports it (and torch with it) only when the command runs.
 
 Every failure the user can fix ends as one line `vaelab: error: ...` and a non-zero exit code:
 2 bad option or config, 3 data, 4 run folder, 5 training diverged, 130/143 interrupted.
@@ -7,38 +11,32 @@ Every failure the user can fix ends as one line `vaelab: error: ...` and a non-z
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import traceback
 
-import torch
-
-from vaelab.version import __version__
-from vaelab.cli import data, ddpm, evaluate, explore, report, represent, score, sweep, vae, versus
+from vaelab.cli.args import data, ddpm, evaluate, explore, report, represent, score, sweep, vae, versus
+from vaelab.cli.common import DOCS
 from vaelab.engine.interrupt import Interrupted
 from vaelab.errors import VaelabError
+from vaelab.version import __version__
 
-# Each module defines register(subparsers); adding a family of commands is one entry here.
+# Each parser module defines register(subparsers); adding a family of commands is one entry here.
 COMMAND_MODULES = [data, vae, ddpm, sweep, report, evaluate, score, versus, explore, represent]
 
-EPILOG = """examples:
-  vaelab demo                                  train the report's conv VAE briefly, write every figure
-  vaelab train --model dense --epochs 10 --out runs/dense
-  vaelab train --model conv --arch 32-64-128 --latent-dim 10 --beta 1 --epochs 10 --out runs/conv
-  vaelab figures runs/conv                     samples, reconstructions, latent space, interpolation
-  vaelab train --dataset fashion-mnist --out runs/fashion    the same on Fashion-MNIST
-  vaelab data info                             where MNIST is read from and whether it verifies
-  vaelab evaluate runs/conv                    likelihood, sample quality, latent structure -> metrics.json
-  vaelab score samples.npy                     sample quality of any generator's images (pinned classifier)
-  vaelab explore runs/conv                     an interactive latent explorer: one offline HTML page
-  vaelab sweep beta --out runs/beta --tensorboard          the beta study, logged for TensorBoard
-  vaelab sweep beta --out /shared/beta --executor ray      the same on a Ray cluster
-  vaelab represent runs/conv runs/ddpm --out runs/rep      how a VAE and a DDPM represent digits
+EPILOG = f"""first commands:
+  vaelab demo                              train the report's conv VAE briefly, write every figure
+  vaelab train --model conv --epochs 10 --out runs/conv
+  vaelab figures runs/conv                 samples, reconstructions, latent space, interpolation
+  vaelab evaluate runs/conv                likelihood, sample quality, latent structure -> metrics.json
+  vaelab ddpm train --out runs/ddpm        the report's DDPM
+  vaelab sweep beta --out runs/beta        the beta study
+  vaelab reproduce --out runs/repro        every study, then the report
 
-From Python: import vaelab; vae = vaelab.load("runs/conv"); vae.sample(25) (see the README).
-
-Set VAELAB_DATA (MNIST) or VAELAB_DATA_FASHION_MNIST to a folder of IDX files (read only) to skip the
-download; VAELAB_CACHE moves the cache (default ~/.cache/vaelab); VAELAB_THREADS caps CPU threads."""
+VAELAB_DATA (MNIST) or VAELAB_DATA_FASHION_MNIST: a folder of IDX files (read only), else the cache
+(VAELAB_CACHE, default ~/.cache/vaelab) is filled on first use; VAELAB_THREADS caps CPU threads.
+`vaelab COMMAND --help` for each command. Docs: {DOCS} (the site: `make docs`)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,22 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def set_threads() -> None:
-    """Honour VAELAB_THREADS (parallel sweeps and tests give each process its share of the cores)."""
-    n = os.environ.get("VAELAB_THREADS")
-    if n:
-        try:
-            torch.set_num_threads(max(1, int(n)))
-        except ValueError:
-            raise SystemExit(f"vaelab: error: VAELAB_THREADS must be an integer (got {n!r})") from None
+def dispatch(args: argparse.Namespace) -> int:
+    """Import the command's implementation, named 'module:function' by its parser, and run it. The only import
+    inside a function in vaelab's command line: torch comes with it, so parsing and --help never pay for it."""
+    module, _, function = args.impl.partition(":")
+    importlib.import_module("vaelab.cli.runtime").set_threads()
+    return int(getattr(importlib.import_module(module), function)(args) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the command, turn known failures into one-line messages and exit codes."""
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; the command line never needs a display
     args = build_parser().parse_args(argv)
     try:
-        set_threads()
-        return int(args.func(args) or 0)
+        return dispatch(args)
     except VaelabError as e:
         print(f"vaelab: error: {e}", file=sys.stderr)
         return e.exit_code

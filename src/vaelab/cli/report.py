@@ -1,19 +1,18 @@
-"""`vaelab reproduce` (run the report's studies and write the report) and `vaelab report` (write it again)."""
+"""`vaelab reproduce` (run the report's studies and write the report) and `vaelab report` (write it again)
+(arguments: args/report.py)."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
-from vaelab.cli.common import add_data_dir, add_dataset, add_together, positive_int
-from vaelab.cli.sweep import SHARED, add_executor, open_executor
+from vaelab.cli.sweep import open_executor
 from vaelab.data.images import load
 from vaelab.config import load_json
-from vaelab.diffusion.config import PROFILES as DDPM_PROFILES, DDPMConfig, auto_profile
+from vaelab.diffusion.config import DDPMConfig, auto_profile
 from vaelab.engine.runs import CONFIG, pick_device
 from vaelab.studies import represent
 from vaelab.errors import VaelabError
@@ -22,8 +21,8 @@ from vaelab.studies.report import build, export
 from vaelab.studies.sweep import is_done, load_spec, run_sweep
 from vaelab.studies.versus import compare, write
 
-# profile -> study -> (config overrides, evaluation options, replicate seeds). quick: about an hour on 2 CPU
-# cores; its beta study runs 3 seeds, so the report shows a spread and verdicts can say "no winner".
+# profile -> study -> (config overrides, evaluation options, replicate seeds); args/report.py names the profiles.
+# quick's beta study runs 3 seeds, so the report shows a spread and verdicts can say "no winner".
 PROFILES = {
     "quick": {"dense": ({"train.epochs": 2}, {"quick": True}, 1),
               "conv": ({"train.epochs": 2}, {"quick": True}, 1),
@@ -36,7 +35,7 @@ NOTES = {"quick": "Profile quick: 2 epochs (dense, conv) and 3 epochs (beta, {be
                   "numbers.",
          "full": "Profile full: the report's 10 epochs and the default evaluation; the beta study with {beta_seeds}."}
 # the DDPM profile each reproduction profile trains by default: quick's own, or (full) the annex's on a GPU and
-# the cpu profile without one (the annex's 40 epochs take hours on a CPU)
+# the cpu profile without one (the annex's 40 epochs are meant for a GPU)
 DDPM_PROFILE = {"quick": "quick", "full": "auto"}
 
 
@@ -86,8 +85,8 @@ def run_studies(args, out: Path, studies: list[str], executor: Executor | None) 
     return failed
 
 
-# images per generator in the VAE-vs-DDPM comparison, by the DDPM's profile: DDPM-1000 draws 2.8 images/s from
-# the cpu profile's UNet on 2 quiet CPU cores (measured), so N = 5,000 would add half an hour there
+# images per generator in the VAE-vs-DDPM comparison, by the DDPM's profile: DDPM-1000 is slow on a CPU, where the
+# quick and cpu profiles train, so they compare on fewer images (timings: docs/performance.md)
 VERSUS_N = {"quick": 500, "cpu": 500, "full": 5000}
 
 
@@ -156,47 +155,3 @@ def cmd_report(args) -> int:
     md, page = build(out, None if args.no_figures else loader(args.data_dir), args.note or "")
     print(f"report: {page}\n        {md}")
     return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add reproduce and report."""
-    p = sub.add_parser("reproduce", help="run the report's three studies and write a report (resumable)",
-                       description="Train and evaluate the dense study (18 runs), the conv study (18 runs) and the "
-                                   "beta study (5 betas x 3 seeds), train the DDPM, compare it with the best VAE and measure how each "
-                                   "represents digits (`vaelab represent`: about 5 minutes on one CPU thread), "
-                                   "then write DIR/REPORT.md and DIR/report.html (tables, curves, rate-distortion, the "
-                                   "report's figures rebuilt, a verdict per study). --profile quick takes about an "
-                                   "hour on 2 CPU cores (37 min with one beta seed, measured); full uses the "
-                                   "report's 10 epochs and is meant for a GPU (its VAE studies with --seeds 1: "
-                                   "78 min on 2 CPU cores, measured; without a GPU its DDPM is the cpu profile's). "
-                                   "Run the same "
-                                   "command again to finish an interrupted reproduction.")
-    p.add_argument("--profile", choices=list(PROFILES), default="quick", help="quick (default) or full")
-    p.add_argument("--out", required=True,
-                   help=f"folder for the studies and the report (with --executor ray: {SHARED})")
-    p.add_argument("--seeds", type=positive_int, default=None,
-                   help="replicate seeds per configuration (default: the profile's, 3 for the beta study, else 1)")
-    p.add_argument("--jobs", type=positive_int, default=2, help="runs trained at once (default 2, 1 thread each "
-                                                                "on 2 cores: measured faster than 1 x 2 threads)")
-    p.add_argument("--studies", nargs="+", choices=["dense", "conv", "beta", "ddpm"],
-                   help="only these studies (ddpm: train the DDPM and compare it with the best VAE found)")
-    p.add_argument("--ddpm-profile", choices=["auto", *DDPM_PROFILES], default=None,
-                   help="the DDPM's profile (`vaelab ddpm train --profile`): default quick with --profile quick; with "
-                        "full, auto: the annex's (full, 40 epochs) on a GPU, the cpu one (25 epochs, about 20 "
-                        "minutes on 2 cores) without")
-    p.add_argument("--versus-n", type=positive_int, default=None,
-                   help="images per generator in the VAE-vs-DDPM comparison (default 500, 5,000 for the full DDPM)")
-    add_together(p)
-    add_dataset(p)
-    add_executor(p)
-    p.set_defaults(func=cmd_reproduce)
-    r = sub.add_parser("report", help="write the report of a reproduction folder again from saved results")
-    r.add_argument("dir", help="a folder made by `vaelab reproduce`")
-    r.add_argument("--note", default=None, help="a sentence to put in the report's introduction")
-    r.add_argument("--no-figures", action="store_true", help="skip the figures drawn from model weights")
-    r.add_argument("--export", metavar="DEST", default=None,
-                   help="do not rewrite: copy REPORT.md and the images it shows (no weights) into DEST, keeping "
-                        "their relative paths, to share or commit the report alone")
-    r.add_argument("--html", action="store_true", help="with --export: copy report.html (images inside) too")
-    add_data_dir(r)
-    r.set_defaults(func=cmd_report)

@@ -1,4 +1,5 @@
-"""`vaelab sweep`: run a grid of configurations (built-in studies or a TOML spec), resumably."""
+"""`vaelab sweep`: run a grid of configurations (built-in studies or a TOML spec), resumably
+(arguments: args/sweep.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,10 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from vaelab.cli.common import add_dataset, add_tensorboard, add_together, finite_float, positive_int
 from vaelab.engine import tblog
 from vaelab.errors import VaelabError
-from vaelab.studies.ray_executor import INSTALL, RayExecutor
+from vaelab.studies.ray_executor import RayExecutor
 from vaelab.studies.sweep import configs, load_spec, run_sweep
-
-SHARED = "an absolute path on a filesystem every node sees (NFS, a cluster filesystem)"
 
 
 def parse_set(items: list[str]) -> dict:
@@ -63,32 +61,6 @@ def cmd_sweep(args) -> int:
     return 1 if failed else 0
 
 
-def nonneg_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (got {text})")
-    return value
-
-
-def add_executor(p: argparse.ArgumentParser) -> None:
-    """--executor local|ray and the Ray options (also used by `vaelab reproduce`)."""
-    g = p.add_argument_group("executor (where the runs train)")
-    g.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local (default): processes on this machine, --jobs at a time; ray: each run (or stacked "
-                        "beta group) is one Ray task on the cluster of --ray-address, or on a local Ray; Ray's "
-                        "resources decide how many run at once (--jobs is ignored). --out must then be "
-                        f"{SHARED}. Needs Ray: {INSTALL}")
-    g.add_argument("--ray-address", metavar="ADDR", default=None,
-                   help="auto (the cluster this machine joined with `ray start`) or HOST:PORT of the head node; "
-                        "default: start a local Ray with this machine's cores")
-    g.add_argument("--cpus-per-run", type=positive_int, default=None, metavar="N",
-                   help="with ray: CPUs each run asks for, and its threads (default 1)")
-    g.add_argument("--gpus-per-run", type=nonneg_float, default=None, metavar="F",
-                   help="with ray: GPUs each run asks for; a fraction shares one GPU (0.25: four runs per GPU); "
-                        "default 0: runs see no GPU")
-
-
 def open_executor(args: argparse.Namespace, out: Path):
     """The executor the options ask for, as a context manager (None: run_sweep's own local executor)."""
     ray_only = [flag for flag, value in (("--ray-address", args.ray_address), ("--cpus-per-run", args.cpus_per_run),
@@ -102,35 +74,3 @@ def open_executor(args: argparse.Namespace, out: Path):
         raise VaelabError(f"--out must be an absolute path with --executor ray, on a filesystem every node sees "
                           f"(got {str(out)!r}; e.g. {str(Path.cwd() / out)!r} if that folder is shared)")
     return RayExecutor(args.ray_address, args.cpus_per_run or 1, args.gpus_per_run or 0.0)
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `sweep` command."""
-    p = sub.add_parser(
-        "sweep", help="train and evaluate a grid of configurations (resumable)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run every configuration of a sweep spec into its own run folder under --out.\n"
-                    "Built-in specs: dense (latent 2..100 x hidden 128-256/256-512/512-1024), conv (latent\n"
-                    "2..100 x conv 32-64/16-32-64/32-64-128), beta (conv 32-64-128, latent 10, beta 0.2..5).\n"
-                    "Run the same command again to finish an interrupted sweep: finished runs are skipped,\n"
-                    "partial ones resume from their last epoch. A failed run does not stop the others; the\n"
-                    "exit code is 1 if any failed. With --jobs N, each process gets cores/N threads.\n"
-                    "With --executor ray the runs are Ray tasks on a cluster (or a local Ray); a task whose\n"
-                    "worker dies is retried from the run's last checkpoint, and the summary names those runs.",
-        epilog="spec format (TOML):\n  name = \"mine\"\n  [base]\n  dataset = \"fashion-mnist\"   # default mnist\n  model.family = \"conv\"\n  train.epochs = 5\n"
-               "  [grid]\n  \"model.latent_dim\" = [2, 10]\n  \"train.seed\" = [0, 1, 2]\n"
-               "  [evaluate]            # options of `vaelab evaluate` (quick, k, samples, iwae_images)\n  quick = true")
-    p.add_argument("spec", help="a built-in spec name (dense, conv, beta) or a TOML file")
-    p.add_argument("--out", default=None,
-                   help=f"folder for the run folders and sweep.json (with --executor ray: {SHARED})")
-    p.add_argument("--jobs", type=positive_int, default=1, help="runs trained at once (default 1; local executor)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key for every run, e.g. --set train.epochs=2 (repeatable)")
-    p.add_argument("--no-evaluate", action="store_true", help="train only; skip `vaelab evaluate`")
-    p.add_argument("--quick-eval", action="store_true", help="evaluate with --quick (seconds, rough numbers)")
-    p.add_argument("--list", action="store_true", help="print the configurations and exit")
-    add_together(p)
-    add_tensorboard(p)
-    add_dataset(p)
-    add_executor(p)
-    p.set_defaults(func=cmd_sweep)
