@@ -3,7 +3,7 @@
 Reads saved results only (tables.py, and comparison.json of `vaelab versus`); the figures of the chosen
 models are drawn from their saved weights by vae/figures.py, on the dataset each run was trained on.
 Every image of the HTML is embedded as a data URI, so the file can be mailed. Every path either page prints
-is relative to the report's folder (tables.shown_path), never machine-absolute.
+is relative to the report's folder (markdown.shown_path), never machine-absolute.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from vaelab.errors import VaelabError
 from vaelab.data.images import Data, Loader, images_for
 from vaelab.studies import tables as studies
 from vaelab.studies import represent, versus
-from vaelab.studies.tables import md_table, shown_path
+from vaelab.studies.markdown import md_table, shown_path
 from vaelab.vae import explore, figures
 from vaelab.vae.run import open_vae
 

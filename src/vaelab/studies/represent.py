@@ -32,7 +32,7 @@ from vaelab.metrics.quality import features
 from vaelab.metrics.reference import resolve
 from vaelab.metrics.structure import different_class_pairs
 from vaelab.metrics.features import path_metrics, probe, slerp, unet_blocks, unet_features, vae_latents
-from vaelab.studies.tables import md_table, shown_path, timing_lines
+from vaelab.studies.markdown import md_table, shown_path, timing_lines
 from vaelab.vae.run import VAERun, open_vae
 
 FORMAT = "vaelab-representations-1"

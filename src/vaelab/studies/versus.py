@@ -38,7 +38,7 @@ from vaelab.metrics.likelihood import EIGHT_BIT, PROTOCOL_NOTES, fast_copy, iwae
 from vaelab.metrics.reference import resolve
 from vaelab.data.images import Data, images_for, to_unit
 from vaelab.nn import count_parameters
-from vaelab.studies.tables import md_table, shown_path
+from vaelab.studies.markdown import md_table, shown_path
 from vaelab.vae.loss import protocol
 from vaelab.vae.run import open_vae
 
