@@ -8,7 +8,7 @@ schedule.py, x0 the 8-bit image scaled to [-1, 1] (to_signed), D = its number of
          variance is a choice: beta_t (variance="beta", the default: the ddpm sampler's sigma^2 here, and Ho et
          al.'s "fixedlarge" of their CIFAR-10 bound) or beta~_t, the posterior variance ("posterior"; then the KL
          is c0_t^2 (1 - ab_t) / ab_t |eps - eps_hat|^2 / (2 beta~_t)). beta~ is best for a point-mass x0, beta
-         for broad data: on a quantised Gaussian (tests) the beta bound is 0.6% above -log p, the beta~ one 9%;
+         for broad data (tests/test_ddpm_likelihood.py compares both on a quantised Gaussian);
   L_0    -log p(x0 | x_1 at t = 0): a discretized Gaussian, mean x0_hat, variance beta~_1 (Ho et al.'s code, for
          both variances), bins of width 2/255 centred on the 256 grey levels, the two edge bins open.
 The bound is their sum, nats per image; bits/dim = nats / (D ln 2). The network runs in float32 (no autocast):
