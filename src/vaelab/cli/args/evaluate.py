@@ -31,8 +31,8 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
                         f"{QUICK['probe_train']:,} training images (seconds; numbers noisier and not comparable "
                         "with the default's, FD-LeNet above all since it depends on N)")
     e.add_argument("--k", type=positive_int, default=None,
-                   help=f"IWAE samples per image (default {SETTINGS['iwae_k']}; 5000 as in Burda et al.; the cost "
-                        "grows as k x images)")
+                   help=f"IWAE samples per image (default {SETTINGS['iwae_k']}; 5000 as in Burda et al., hours on "
+                        "a CPU at the default --iwae-images: the cost grows as k x images)")
     e.add_argument("--iwae-images", type=positive_int, default=None,
                    help=f"first test images scored by IWAE (default {SETTINGS['iwae_images']:,}; cost grows as k x "
                         "images)")
