@@ -7,6 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import vaelab
+
+from vaelab.cli.main import main
 from vaelab.config import load_json, to_dict
 from vaelab.data.images import load
 from vaelab.engine.runs import prepare_new, write_config
@@ -103,3 +106,26 @@ def test_a_discretized_vae_trains_and_its_neg_elbo_is_in_nats_of_8bit_images(tmp
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert 0 < hist[-1]["test_recon"] < hist[0]["test_recon"]  # -log of a probability of 784 grey levels: > 0
     assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["likelihood"] == "discretized_logistic"
+
+
+def test_the_likelihood_option_reaches_the_run_from_the_cli_and_the_api(tmp_path, tiny_mnist):
+    common = ["--model", "dense", "--arch", "16-32", "--latent-dim", "2", "--epochs", "1", "--batch-size", "64",
+              "--device", "cpu", "--data-dir", str(tiny_mnist)]
+    assert main(["train", *common, "--likelihood", "discretized_logistic", "--out", str(tmp_path / "cli")]) == 0
+    api = vaelab.train(out=tmp_path / "api", model="dense", arch="16-32", latent_dim=2, epochs=1, batch_size=64,
+                       device="cpu", data_dir=tiny_mnist, likelihood="discretized_logistic")
+    a, b = (json.loads((p / "config.json").read_text()) for p in (tmp_path / "cli", api.path))
+    assert a["train"]["likelihood"] == b["train"]["likelihood"] == "discretized_logistic"
+    assert {k: v for k, v in a.items() if k != "meta"} == {k: v for k, v in b.items() if k != "meta"}
+    with pytest.raises(SystemExit):  # argparse refuses a name the registry does not have
+        main(["train", *common, "--likelihood", "nope", "--out", str(tmp_path / "bad")])
+
+
+def test_evaluate_takes_the_ddpm_bound_settings(tmp_path, tiny_mnist, capsys):
+    run = tmp_path / "ddpm"
+    assert main(["ddpm", "train", "--profile", "quick", "--epochs", "1", "--widths", "4-8", "--timesteps", "50",
+                 "--batch-size", "64", "--device", "cpu", "--out", str(run), "--data-dir", str(tiny_mnist)]) == 0
+    assert main(["evaluate", str(run), "--quick", "--samples", "200", "--bound-images", "7", "--bound-k", "0",
+                 "--device", "cpu", "--data-dir", str(tiny_mnist)]) == 0
+    lik = json.loads((run / "metrics.json").read_text())["likelihood"]
+    assert lik["n"] == 7 and lik["k"] is None and "exact" in lik["estimator"] and lik["protocol"] == "discretized-8bit"

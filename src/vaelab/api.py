@@ -39,7 +39,7 @@ from vaelab.vae.train import train_vae
 TRAIN_OPTIONS = {"dataset": "dataset", "model": "model.family", "arch": "model.arch", "latent_dim": "model.latent_dim",
                  "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "beta": "train.beta",
                  "seed": "train.seed", "device": "train.device", "binarize": "train.binarize",
-                 "precision": "train.precision"}
+                 "precision": "train.precision", "likelihood": "train.likelihood"}
 OPENERS = {"vae": lambda path, device: VAEModel(open_vae(path, device)),
            "ddpm": lambda path, device: DDPMModel(open_ddpm(path, device))}
 
@@ -149,7 +149,8 @@ def train(config=None, out="runs/vae", resume: bool = False, data_dir=None, tens
     """Train a VAE into the run folder `out` (as `vaelab train`) and return it opened.
 
     config: a VAEConfig, its dict (config.json), or None for the report's choice of `model` ('conv' or 'dense');
-    options: dataset, model, arch, latent_dim, epochs, batch_size, lr, beta, seed, device, binarize, precision.
+    options: dataset, model, arch, latent_dim, epochs, batch_size, lr, beta, seed, device, binarize, precision,
+    likelihood ('bernoulli', 'binarized', 'discretized_logistic').
     resume=True continues the run in `out` (options then may only give `epochs`, a new target);
     tensorboard=True also writes TensorBoard logs into `out`/tb.
     """

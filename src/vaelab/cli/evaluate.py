@@ -126,7 +126,8 @@ def table_of(rows: list[tuple], names: list[str], metrics: list[dict], markdown:
 def cmd_evaluate(args) -> int:
     """Evaluate one run folder on its own dataset, write its metrics.json and print the table."""
     s = settings_with(QUICK if args.quick else DEFAULT_SETTINGS, iwae_k=args.k, iwae_images=args.iwae_images,
-                      n_samples=args.samples, probe_train=args.probe_train, seed=args.seed)
+                      n_samples=args.samples, probe_train=args.probe_train, seed=args.seed,
+                      bound_images=args.bound_images, bound_k=args.bound_k)
     data = lambda trained_on: load(dataset_for_run(trained_on, args.dataset), args.data_dir)  # noqa: E731
     clf = None
     if args.classifier:  # opened on the run's own dataset by evaluate_path's check, on the CPU (it is small)

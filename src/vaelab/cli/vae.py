@@ -29,7 +29,8 @@ def config_from_args(args):
     return VAEConfig(dataset=dataset_of(args), model=VAEModelConfig(args.model, arch, latent),
                      train=VAETrainConfig(epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr,
                                        beta=args.beta, seed=args.seed, device=args.device,
-                                       binarize=args.binarize, precision=args.precision)).validate()
+                                       binarize=args.binarize, precision=args.precision,
+                                       likelihood=args.likelihood)).validate()
 
 
 def cmd_train(args) -> int:

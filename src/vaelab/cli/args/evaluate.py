@@ -8,7 +8,8 @@ from vaelab.cli.common import add_command, add_dataset, nonneg_int, positive_int
 from vaelab.data.registry import DATASETS, DEFAULT
 
 # metrics/evaluate.py's DEFAULT and QUICK settings (it imports torch), for the help; tests/test_startup.py checks them
-SETTINGS = {"iwae_k": 100, "iwae_images": 2000, "n_samples": 10000, "probe_train": 60000}
+SETTINGS = {"iwae_k": 100, "iwae_images": 2000, "n_samples": 10000, "probe_train": 60000, "bound_images": 1000,
+            "bound_k": 10}
 QUICK = {"test_images": 2000, "iwae_k": 10, "iwae_images": 200, "n_samples": 1000, "probe_train": 5000}
 
 EVALUATE_HELP = """Measure a trained run on the test set of its own dataset, write metrics.json into the run folder and
@@ -41,6 +42,11 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
                         "computed once per N)")
     e.add_argument("--probe-train", type=positive_int, default=None,
                    help=f"training images the latent probes are fitted on (default all {SETTINGS['probe_train']:,})")
+    e.add_argument("--bound-images", type=positive_int, default=None,
+                   help=f"DDPM runs: first test images of the variational bound (default {SETTINGS['bound_images']:,})")
+    e.add_argument("--bound-k", type=nonneg_int, default=None,
+                   help=f"DDPM runs: sampled steps t per image of the bound (default {SETTINGS['bound_k']}; 0: all T "
+                        "steps, exact, T network evaluations per image)")
     e.add_argument("--seed", type=nonneg_int, default=None, help="seed of every random draw (default 0)")
     e.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
     e.add_argument("--markdown", action="store_true", help="print the table as Markdown")

@@ -6,6 +6,7 @@ import argparse
 
 from vaelab.cli.common import add_command, add_dataset, add_tensorboard, finite_float, nonneg_int, positive_int
 from vaelab.vae.archs import PARSERS
+from vaelab.vae.config import LIKELIHOOD_NAMES
 
 FIGURE_HELP = {"sample": "5x5 grid of images decoded from z ~ N(0, I)  -> samples.png",
                "reconstruct": "test images above their reconstructions  -> reconstructions.png",
@@ -37,6 +38,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--binarize", action="store_true",
                    help="dynamically binarised images (pixels drawn as Bernoulli of their intensity each "
                         "epoch; fixed-seed binarised test set), for comparison with the literature")
+    p.add_argument("--likelihood", choices=LIKELIHOOD_NAMES, default="bernoulli",
+                   help="p(x|z): bernoulli on grey levels (default, the report's BCE), binarized (the VAE "
+                        "literature's protocol; sets --binarize) or discretized_logistic (8-bit pixels: nats "
+                        "comparable with the DDPM's bound); docs/metrics.md#likelihoods-and-their-protocols")
 
 
 def register_train(sub: argparse._SubParsersAction) -> None:
