@@ -263,6 +263,23 @@ def test_compare_prints_plain_and_markdown_tables(evaluated, capsys):
     assert lines[0].startswith("| metric |") and lines[1].startswith("|---|")
 
 
+def test_compare_never_puts_two_likelihood_protocols_in_one_row(evaluated, capsys):
+    (gray, binarized), (m_gray, m_bin) = evaluated
+
+    def rows() -> dict[str, list[str]]:  # the Markdown table: row label -> its cells
+        cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in capsys.readouterr().out.splitlines()]
+        return {c[0]: c[1:] for c in cells}
+
+    assert main(["compare", "--markdown", str(gray), str(binarized)]) == 0
+    table = rows()
+    assert table["likelihood protocol"] == ["bernoulli-grey", "binarized"]
+    assert "-ELBO, nats/image" not in table  # split: one row per protocol, each blank for the other's run
+    assert table["-ELBO, nats/image [bernoulli-grey]"] == [f"{m_gray['likelihood']['neg_elbo']:.2f}", "-"]
+    assert table["-ELBO, nats/image [binarized]"] == ["-", f"{m_bin['likelihood']['neg_elbo']:.2f}"]
+    assert main(["compare", "--markdown", str(gray), str(gray)]) == 0  # one protocol: the plain rows
+    assert "-ELBO, nats/image" in rows()
+
+
 def test_compare_without_metrics_is_one_line_error(tmp_path, capsys):
     assert main(["compare", str(tmp_path)]) == RunError.exit_code
     err = capsys.readouterr().err.strip().splitlines()

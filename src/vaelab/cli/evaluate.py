@@ -70,6 +70,7 @@ ROWS = [
     ("model", lambda m: m.get("model", "-")),
     ("dataset", lambda m: dataset_title(m.get("dataset", DEFAULT))),
     ("data variant", lambda m: m.get("data_variant", "-")),
+    ("likelihood protocol", lambda m: protocol_of(m)),
     ("-ELBO, nats/image", num("likelihood.neg_elbo")),
     ("  reconstruction", num("likelihood.recon")),
     ("  KL", num("likelihood.kl")),
@@ -101,13 +102,44 @@ ROWS = [
     ("interpolation path length (1: straight), lerp of mu", num("latent_structure.interpolation.path_length", "{:.3f}")),
     ("  largest jump", num("latent_structure.interpolation.largest_jump", "{:.3f}")),
     ("  frames of neither endpoint's class", num("latent_structure.interpolation.off_class_share", "{:.3f}")),
+    ("DDPM bound -log p(x), nats/image", num("likelihood.nats")),
+    ("  in bits/dim", num("likelihood.bits_per_dim", "{:.3f}")),
     ("evaluation seconds", num("seconds.total", "{:.0f}")),
 ]
+# the rows holding likelihood numbers of the VAE's own protocol (split by protocol when the runs differ)
+LIKELIHOOD_ROWS = {"-ELBO, nats/image", "  reconstruction", "  KL", "-log p(x), IWAE bound",
+                   "  -ELBO on the same images"}
+
+
+def protocol_of(m: dict) -> str:
+    """The protocol of a metrics.json's likelihood (older files name none: bernoulli-grey or binarized)."""
+    lik = m.get("likelihood") or {}
+    if lik.get("protocol"):
+        return lik["protocol"]
+    if m.get("kind") == "ddpm":  # a DDPM evaluated before its bound existed
+        return "-"
+    return "binarized" if m.get("data_variant") == "binarized" else "bernoulli-grey"
+
+
+def split_by_protocol(rows: list[tuple], metrics: list[dict]) -> list[tuple]:
+    """`rows` where the runs' likelihoods are of one protocol; else each likelihood row once per protocol, blank
+    ('-') for the runs of the others: numbers of different protocols never share a row."""
+    protocols = sorted({protocol_of(m) for m in metrics if m.get("kind", "vae") == "vae"})
+    if len(protocols) < 2:
+        return rows
+    out = []
+    for label, cell in rows:
+        if label not in LIKELIHOOD_ROWS:
+            out.append((label, cell))
+            continue
+        for p in protocols:
+            out.append((f"{label} [{p}]", lambda m, cell=cell, p=p: cell(m) if protocol_of(m) == p else "-"))
+    return out
 
 
 def table(names: list[str], metrics: list[dict], markdown: bool = False) -> str:
     """Rows of ROWS, one column per run; plain aligned text or a Markdown table."""
-    return table_of(ROWS, names, metrics, markdown)
+    return table_of(split_by_protocol(ROWS, metrics), names, metrics, markdown)
 
 
 def table_of(rows: list[tuple], names: list[str], metrics: list[dict], markdown: bool = False) -> str:
