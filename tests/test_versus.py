@@ -128,3 +128,16 @@ def test_markdown_prints_the_runs_relative_to_its_folder(tmp_path, monkeypatch):
     assert str(tmp_path) not in text
     monkeypatch.chdir(tmp_path)  # by default, from the current folder (what `vaelab versus` prints)
     assert "VAE repro/beta/x (" in markdown(result) and "DDPM ddpm-run (" in markdown(result)
+
+
+def test_the_versus_command_sizes_its_likelihood_table(runs, tmp_path, capsys):
+    data, vae, ddpm = runs
+    out = tmp_path / "out"
+    assert main(["versus", str(vae), str(ddpm), "--out", str(out), "--n", "10", "--samplers", "DDIM-50",
+                 "--likelihood-images", "6", "--iwae-k", "2", "--bound-k", "3", "--device", "cpu",
+                 "--data-dir", str(data)]) == 0
+    lik = json.loads((out / "comparison.json").read_text())["likelihood"]
+    assert lik and all(r["n"] == 6 for r in lik["rows"]) and "8-bit" in (out / "comparison.md").read_text()
+    assert main(["versus", str(vae), str(ddpm), "--out", str(tmp_path / "none"), "--n", "10", "--samplers",
+                 "DDIM-50", "--likelihood-images", "0", "--device", "cpu", "--data-dir", str(data)]) == 0
+    assert "likelihood" not in json.loads((tmp_path / "none" / "comparison.json").read_text())

@@ -20,7 +20,8 @@ def cmd_versus(args) -> int:
     if args.n < 10:
         raise VaelabError("--n must be at least 10 (precision/recall use k-NN radii)")
     data = lambda trained_on: load(dataset_for_run(trained_on, args.dataset), args.data_dir)  # noqa: E731
-    result = compare(Path(args.vae), Path(args.ddpm), data, args.n, samplers, args.device)
+    result = compare(Path(args.vae), Path(args.ddpm), data, args.n, samplers, args.device,
+                     likelihood_images=args.likelihood_images, iwae_k=args.iwae_k, bound_k=args.bound_k)
     paths = write(result, Path(args.out))
     print(paths[1].read_text())
     print("\n".join(str(p) for p in paths))
