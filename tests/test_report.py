@@ -178,6 +178,21 @@ def test_versus_section_is_built_from_comparison_json(tmp_path):
     assert "DDIM-50" not in page.read_text() and "VAE against DDPM" not in md.read_text()
 
 
+def test_the_versus_section_shows_the_likelihood_table_and_its_verdict(tmp_path):
+    make_reproduction(tmp_path)
+    row = lambda model, nats: {"model": model, "protocol": "discretized-8bit", "nats": nats,  # noqa: E731
+                               "nats_ci": [nats - 2, nats + 2], "bits_per_dim": nats / 543.4, "n": 100,
+                               "bits_per_dim_ci": [(nats - 2) / 543.4, (nats + 2) / 543.4], "interval": "95%"}
+    result = {**fake_comparison(), "likelihood": {
+        "protocol": "discretized-8bit", "protocol_note": "8-bit images", "note": "", "ddpm_estimator": "estimate",
+        "rows": [row("VAE -ELBO", 700.0), row("VAE IWAE (k=100)", 690.0), row("DDPM bound", 600.0)]}}
+    versus.write(result, tmp_path / "ddpm")
+    md, page = report.build(tmp_path, data=None)
+    text, html_text = md.read_text(), page.read_text()
+    assert "| DDPM bound | discretized-8bit |" in text and "<td>DDPM bound</td>" in html_text
+    assert versus.likelihood_verdict(result) in text and "classic contrast" in html_text
+
+
 def test_model_figures_load_the_runs_own_dataset(tmp_path):
     from conftest import write_mnist
     from vaelab.cli.main import main

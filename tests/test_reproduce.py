@@ -82,7 +82,9 @@ def test_the_comparisons_n_follows_the_profile_the_ddpm_was_trained_with(tmp_pat
     seen = []
     monkeypatch.setattr(report_cli, "is_done", lambda run, evaluate: True)
     monkeypatch.setattr(report_cli, "best_vae", lambda out: tmp_path / "conv" / "best")
-    monkeypatch.setattr(report_cli, "compare", lambda vae, ddpm, data, n, log: seen.append(n) or {})
+    passed = []
+    monkeypatch.setattr(report_cli, "compare",
+                        lambda vae, ddpm, data, n, log, **kw: passed.append(kw) or seen.append(n) or {})
     monkeypatch.setattr(report_cli, "write", lambda result, out: (out / "comparison.json").write_text("{}"))
     monkeypatch.setattr(report_cli.represent, "write", lambda *a: None)
     monkeypatch.setattr(report_cli.represent, "measure", lambda *a: None)
@@ -90,6 +92,19 @@ def test_the_comparisons_n_follows_the_profile_the_ddpm_was_trained_with(tmp_pat
     (tmp_path / "ddpm" / "comparison.json").unlink()
     assert report_cli.ddpm_versus(tmp_path, "full", None, versus_n=123) == []
     assert seen == [report_cli.VERSUS_N["cpu"], 123]
+    assert passed[0]["likelihood_vae"] == tmp_path / "ddpm" / report_cli.LIKELIHOOD_VAE  # the 8-bit footing's VAE
+
+
+def test_the_likelihood_vae_is_the_reports_conv_vae_with_the_discretized_likelihood(tmp_path, monkeypatch):
+    jobs = []
+    ok = type("Outcome", (), {"ok": True})()
+    monkeypatch.setattr(report_cli, "run_job", lambda executor, job: jobs.append(job) or ok)
+    run = report_cli.likelihood_vae(tmp_path, 7, None, None, None)
+    assert run == tmp_path / "ddpm" / report_cli.LIKELIHOOD_VAE and [j.kind for j in jobs] == ["train"]
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"]["likelihood"] == "discretized_logistic" and cfg["train"]["epochs"] == 7
+    assert (cfg["model"]["family"], cfg["model"]["arch"], cfg["model"]["latent_dim"]) == ("conv", "32-64-128", 10)
+    assert report_cli.likelihood_vae(tmp_path, 7, None, None, None) == run and len(jobs) == 2  # resumed, not redone
 
 
 def test_report_export_copies_the_report_and_its_images_only(tmp_path, capsys):

@@ -141,3 +141,21 @@ def test_the_versus_command_sizes_its_likelihood_table(runs, tmp_path, capsys):
     assert main(["versus", str(vae), str(ddpm), "--out", str(tmp_path / "none"), "--n", "10", "--samplers",
                  "DDIM-50", "--likelihood-images", "0", "--device", "cpu", "--data-dir", str(data)]) == 0
     assert "likelihood" not in json.loads((tmp_path / "none" / "comparison.json").read_text())
+
+
+def test_the_likelihood_verdict_says_whether_the_classic_contrast_holds():
+    from vaelab.studies.versus import likelihood_verdict
+
+    def result(vae_nats, ddpm_nats, vae_fd, ddpm_fd):
+        row = lambda model, nats: {"model": model, "nats": nats, "nats_ci": [nats - 1, nats + 1],  # noqa: E731
+                                   "bits_per_dim": nats / (784 * math.log(2))}
+        return {"rows": [{"generator": "VAE", "fd_lenet": vae_fd}, {"generator": "DDIM-50", "fd_lenet": ddpm_fd}],
+                "likelihood": {"rows": [row("VAE -ELBO", vae_nats + 5), row("VAE IWAE (k=100)", vae_nats),
+                                        row("DDPM bound", ddpm_nats)]}}
+
+    assert likelihood_verdict(result(900, 1000, 200, 30)).endswith("holds here.")  # better samples, worse nats
+    assert "does not hold" in likelihood_verdict(result(1000, 900, 200, 30))  # better at both
+    assert "does not hold" in likelihood_verdict(result(900, 1000, 30, 200))  # samples no better
+    text = likelihood_verdict(result(900, 1000, 200, 30))
+    assert f"{1000 / (784 * math.log(2)):.3f} bits/dim" in text and "VAE IWAE (k=100)" in text
+    assert likelihood_verdict({"rows": [], "likelihood": {"rows": [{"model": "DDPM bound"}]}}) == ""

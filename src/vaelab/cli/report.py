@@ -13,13 +13,15 @@ from vaelab.cli.sweep import open_executor
 from vaelab.data.images import load
 from vaelab.config import load_json
 from vaelab.diffusion.config import DDPMConfig, auto_profile
-from vaelab.engine.runs import CONFIG, pick_device
+from vaelab.data.registry import DEFAULT as DEFAULT_DATASET
+from vaelab.engine.runs import CONFIG, pick_device, prepare_new, write_config
 from vaelab.studies import represent
 from vaelab.errors import VaelabError
 from vaelab.studies.executors import Executor, Job, LocalExecutor, run_job
 from vaelab.studies.report import build, export
 from vaelab.studies.sweep import is_done, load_spec, run_sweep
 from vaelab.studies.versus import compare, write
+from vaelab.vae.config import VAEConfig, VAETrainConfig
 
 # profile -> study -> (config overrides, evaluation options, replicate seeds); args/report.py names the profiles.
 # quick's beta study runs 3 seeds, so the report shows a spread and verdicts can say "no winner".
@@ -81,7 +83,7 @@ def run_studies(args, out: Path, studies: list[str], executor: Executor | None) 
     if "ddpm" in studies:
         ddpm_profile = resolve_ddpm_profile(args.ddpm_profile or DDPM_PROFILE[args.profile], args)
         failed += ddpm_versus(out, ddpm_profile, args.data_dir, executor=executor, dataset=args.dataset,
-                              versus_n=args.versus_n)
+                              versus_n=args.versus_n, vae_epochs=PROFILES[args.profile]["conv"][0]["train.epochs"])
     return failed
 
 
@@ -96,6 +98,7 @@ def resolve_ddpm_profile(name: str, args) -> str:
     return name if name != "auto" else auto_profile(ray_gpus or pick_device("auto").type == "cuda")
 
 
+LIKELIHOOD_VAE = "vae-8bit"  # the discretized-likelihood conv VAE of the likelihood table, under DIR/ddpm
 REPRESENT = "represent"  # the folder of `vaelab represent`'s files under DIR/ddpm
 
 
@@ -114,10 +117,27 @@ def loader(data_dir):
     return lambda name: load(name, data_dir)
 
 
+def likelihood_vae(out: Path, epochs: int, data_dir, executor: Executor | None, dataset: str | None) -> Path | None:
+    """The report's conv VAE with the discretized likelihood (the likelihood table's 8-bit footing), trained for
+    `epochs` as a job of `executor`, resumably; None if it failed."""
+    run = out / "ddpm" / LIKELIHOOD_VAE
+    if is_done(run, evaluate=False):
+        return run
+    if not (run / CONFIG).exists():
+        cfg = VAEConfig(dataset=dataset or DEFAULT_DATASET,
+                        train=VAETrainConfig(epochs=epochs, likelihood="discretized_logistic")).validate()
+        prepare_new(run)
+        write_config(run, cfg)
+    print("== VAE with the discretized likelihood", file=sys.stderr)
+    job = Job("train", (run,), {}, data_dir=data_dir)
+    return run if run_job(executor if executor is not None else LocalExecutor(jobs=1), job).ok else None
+
+
 def ddpm_versus(out: Path, profile: str, data_dir, executor: Executor | None = None,
-                dataset: str | None = None, versus_n: int | None = None) -> list[str]:
+                dataset: str | None = None, versus_n: int | None = None, vae_epochs: int = 10) -> list[str]:
     """Train the DDPM of `profile` (resumably, as a job of `executor`) and compare it with the best VAE on
-    versus_n images each (default: by the profile the run was trained with); failures as names."""
+    versus_n images each (default: by the profile the run was trained with), its likelihood with a discretized
+    conv VAE's; failures as names."""
     run = out / "ddpm" / "run"
     if not is_done(run, evaluate=False):
         print("== DDPM", file=sys.stderr)
@@ -130,12 +150,15 @@ def ddpm_versus(out: Path, profile: str, data_dir, executor: Executor | None = N
     vae = best_vae(out)
     if vae is None:
         return ["ddpm/comparison (no evaluated VAE)"]
+    lik_vae = likelihood_vae(out, vae_epochs, data_dir, executor, dataset)
+    if lik_vae is None:
+        return [f"ddpm/{LIKELIHOOD_VAE}"]
     if not (out / "ddpm" / "comparison.json").exists():
         print("== versus", file=sys.stderr)
         trained = load_json(run / CONFIG, DDPMConfig).profile  # a resumed run's own, not the one asked for now
         n = versus_n or VERSUS_N.get(trained, VERSUS_N["full"])
-        write(compare(vae, run, loader(data_dir), n, log=lambda m: print(m, file=sys.stderr)),
-              out / "ddpm")
+        write(compare(vae, run, loader(data_dir), n, log=lambda m: print(m, file=sys.stderr),
+                      likelihood_vae=lik_vae), out / "ddpm")
     if not (out / "ddpm" / REPRESENT / represent.JSON).exists():  # how each represents digits (issue: section 5)
         print("== representations", file=sys.stderr)
         represent.write(represent.measure(vae, run, loader(data_dir), represent.DEFAULT), out / "ddpm" / REPRESENT)

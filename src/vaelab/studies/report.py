@@ -206,6 +206,10 @@ def versus_section(folder: Path, base: Path | None = None) -> tuple[list[str], s
     text = versus.intro(result, base)
     lines = [f"## {VERSUS_TITLE}", "", text, "", *md_table(header, body), ""]
     page = f"<h2>{html.escape(VERSUS_TITLE)}</h2><p>{html.escape(text)}</p>{html_table(header, body)}"
+    lik_lines = versus.likelihood_text(result)  # the likelihood table (8-bit footing) and its one-sentence verdict
+    if lik_lines:
+        lines += [*lik_lines[1:], ""]
+        page += md_to_html("\n".join(lik_lines[1:]))
     if png.is_file():
         lines += [f"![samples side by side]({shown_path(png, base)})", ""]
         page += (f"<figure><img src='{data_uri(png)}' alt='VAE and DDPM samples'><figcaption>Samples side by side"

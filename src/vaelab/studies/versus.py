@@ -122,7 +122,7 @@ def likelihoods(vae, ddpm, data: Images, n: int = LIKELIHOOD_IMAGES, iwae_k: int
 def compare(vae_dir: Path, ddpm_dir: Path, data: Data = None, n: int = 1000, samplers=tuple(DDPM_SAMPLERS),
             device: str = "auto", seed: int = 0, log=print, data_dir=None,
             likelihood_images: int = LIKELIHOOD_IMAGES, iwae_k: int = LIKELIHOOD_IWAE_K,
-            bound_k: int = LIKELIHOOD_BOUND_K) -> dict:
+            bound_k: int = LIKELIHOOD_BOUND_K, likelihood_vae: Path | None = None) -> dict:
     """Score the VAE and each DDPM sampler on n images of their one dataset, and (likelihood_images > 0) both
     likelihoods on that many test images; the comparison (and samples shown)."""
     # data: that dataset's Images, a loader (name -> Images), or None to load it from data_dir
@@ -145,7 +145,11 @@ def compare(vae_dir: Path, ddpm_dir: Path, data: Data = None, n: int = 1000, sam
     lik = None
     if likelihood_images > 0:
         log(f"likelihoods on the first {likelihood_images} test images (8-bit, discretized)")
-        lik = likelihoods(vae, ddpm, data, likelihood_images, iwae_k, bound_k, seed)
+        lik_vae = open_vae(likelihood_vae, device) if likelihood_vae is not None else vae
+        if lik_vae.cfg.dataset != vae.cfg.dataset:
+            raise VaelabError(f"the likelihood VAE {likelihood_vae} was trained on another dataset than {vae_dir}")
+        lik = likelihoods(lik_vae, ddpm, data, likelihood_images, iwae_k, bound_k, seed)
+        lik["vae_run"] = str(Path(lik_vae.path).resolve())
     return {"n": n, "dataset": data.dataset.name, "n_ref": len(data.test_x), "classifier": clf.describe(),
             "device": str(vae.device), "threads": torch.get_num_threads(),
             "hardware": torch.cuda.get_device_name() if vae.device.type == "cuda" else "CPU",
@@ -201,7 +205,29 @@ def likelihood_text(result: dict) -> list[str]:
         return []
     notes = [f"Likelihood, protocol {lik['protocol']}: {lik['protocol_note']}. DDPM: {lik['ddpm_estimator']}. "
              f"[low, high]: {lik['rows'][-1]['interval']}.", *([lik["note"]] if lik["note"] else [])]
-    return ["", *notes, "", *md_table(*likelihood_table(result))]
+    verdict = likelihood_verdict(result)
+    return ["", *notes, "", *md_table(*likelihood_table(result)), *(["", verdict] if verdict else [])]
+
+
+def likelihood_verdict(result: dict) -> str:
+    """One sentence on the classic contrast (better samples, no better likelihood), from the likelihood table and
+    the sample-quality rows ('' when the table has no VAE row on the 8-bit footing)."""
+    lik = result.get("likelihood") or {}
+    vae_rows = [r for r in lik.get("rows", []) if r["model"].startswith("VAE")]
+    if not vae_rows:
+        return ""
+    vae, ddpm = min(vae_rows, key=lambda r: r["nats"]), lik["rows"][-1]
+    apart = vae["nats_ci"][1] < ddpm["nats_ci"][0] or ddpm["nats_ci"][1] < vae["nats_ci"][0]
+    fd = {r["generator"]: r.get("fd_lenet") for r in result.get("rows", [])}
+    best_ddpm = min((v, k) for k, v in fd.items() if k != "VAE" and v is not None) if len(fd) > 1 else None
+    better_samples = best_ddpm is not None and fd.get("VAE") is not None and best_ddpm[0] < fd["VAE"]
+    better_lik = ddpm["nats"] < vae["nats"] and apart
+    holds = better_samples and not better_lik
+    return (f"On the 8-bit footing the DDPM's bound is {ddpm['bits_per_dim']:.3f} bits/dim against "
+            f"{vae['bits_per_dim']:.3f} for the VAE ({vae['model']}; "
+            f"{'separated' if apart else 'not separated'} by their 95% intervals), and its samples score "
+            f"{'better' if better_samples else 'no better'} by FD-LeNet: the classic contrast (better samples, "
+            f"no better likelihood) {'holds' if holds else 'does not hold'} here.")
 
 
 def markdown(result: dict, base: Path | None = None) -> str:
