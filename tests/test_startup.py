@@ -106,12 +106,13 @@ def test_import_vaelab_and_plots_leave_the_matplotlib_backend_alone():
     assert r.stdout.strip() == "True"
 
 
-def test_the_command_line_chooses_agg():
+def test_the_command_line_chooses_agg_for_its_own_process_only():
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     r = python("import os, sys\nfrom vaelab.cli.main import main\n"
-               "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
-               "print(os.environ.get('MPLBACKEND'))", env=env)
-    assert r.stdout.strip().splitlines()[-1] == "Agg"
+               "code = main(['evaluate', 'no-such-run'])\n"  # dispatched (the backend is set), then refused
+               "import matplotlib\n"
+               "print(code, matplotlib.get_backend().lower(), os.environ.get('MPLBACKEND'))", env=env)
+    assert r.stdout.strip().splitlines()[-1] == "4 agg None"  # a notebook kernel started later keeps inline
 
 
 def test_every_command_names_its_implementation():

@@ -43,7 +43,7 @@ def cmd_train(args) -> int:
     cfg = None if args.resume else config_from_args(args)
     fit_run("ddpm", out, cfg, args.epochs if args.resume else None, args.dataset, args.data_dir, args.tensorboard,
             args.nproc)
-    if not distributed.launched() or distributed.from_env().is_main:
+    if args.nproc == 1 and distributed.from_env().is_main:  # --nproc: rank 0 of the processes says it
         print(f"done: {out}/ (config.json, metrics.jsonl, model.safetensors with ema.* weights, state.pt, "
               "samples.png)")
     return 0

@@ -55,13 +55,12 @@ def dispatch(args: argparse.Namespace) -> int:
     """Import the command's implementation, named 'module:function' by its parser, and run it. The only import
     inside a function in vaelab's command line: torch comes with it, so parsing and --help never pay for it."""
     module, _, function = args.impl.partition(":")
-    importlib.import_module("vaelab.cli.runtime").set_threads()
+    importlib.import_module("vaelab.cli.runtime").prepare()
     return int(getattr(importlib.import_module(module), function)(args) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the command, turn known failures into one-line messages and exit codes."""
-    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; the command line never needs a display
     args = build_parser().parse_args(argv)
     try:
         return dispatch(args)

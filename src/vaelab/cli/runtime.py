@@ -1,9 +1,10 @@
-"""What runs before every command, once its implementation is wanted: torch's CPU threads."""
+"""What runs before every command, once its implementation is wanted: matplotlib's backend, torch's CPU threads."""
 
 from __future__ import annotations
 
 import os
 
+import matplotlib
 import torch
 
 
@@ -15,3 +16,10 @@ def set_threads() -> None:
             torch.set_num_threads(max(1, int(n)))
         except ValueError:
             raise SystemExit(f"vaelab: error: VAELAB_THREADS must be an integer (got {n!r})") from None
+
+
+def prepare() -> None:
+    """Before a command runs: figures go to files (Agg, in this process only: a notebook or a child process
+    started by a test keeps its own backend) and VAELAB_THREADS caps torch's threads."""
+    matplotlib.use("Agg")
+    set_threads()

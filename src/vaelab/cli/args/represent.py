@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("vae", help="a trained VAE run folder")
     p.add_argument("ddpm", help="a trained DDPM run folder (same dataset)")
     p.add_argument("--out", required=True, help="folder for representations.json/.md, probes.png, interpolation.png")
-    p.add_argument("--quick", action="store_true", help="smoke-test budget: seconds, numbers noisy")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke-test budget: seconds, numbers noisy (the cost of each: "
+                        "docs/commands.md#what-the-commands-cost)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     add_dataset(p, of_run=True)
