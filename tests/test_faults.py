@@ -16,6 +16,7 @@ from conftest import write_mnist
 from vaelab.data.images import load
 from vaelab.engine import checkpoint
 from vaelab.engine.runs import prepare_new, write_config
+from vaelab.errors import WriteFailed
 from vaelab.vae.config import VAEModelConfig, VAEConfig, VAETrainConfig
 from vaelab.vae.train import train_vae
 
@@ -178,7 +179,7 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path, tiny_mnist, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(WriteFailed, match="could not write .*state.pt: No space left"):
         train_vae(run_dir, cfg, load("mnist", tiny_mnist), resume=True, log=lambda m: None)
     monkeypatch.undo()
     checkpoint.recover(run_dir)

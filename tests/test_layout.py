@@ -9,7 +9,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "vaelab"
 # layer of each top-level module or package: a module may import only from its own package or a lower layer
-LAYERS = {"errors": 0, "config": 0, "plots": 0, "version": 0, "nn": 0, "data": 1, "engine": 2, "vae": 3, "diffusion": 3,
+LAYERS = {"errors": 0, "files": 0, "config": 0, "plots": 0, "version": 0, "nn": 0, "data": 1, "engine": 2, "vae": 3, "diffusion": 3,
           "metrics": 4, "studies": 5, "handles": 6, "datasets": 6, "api": 7, "cli": 8,
           "__init__": 9}  # the root __init__ is the top: `import vaelab` is the Python API
 LAZY_ALLOWED = {"ray", "torch.utils.tensorboard", "tensorboard"}  # optional extras, imported only when asked for

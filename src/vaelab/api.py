@@ -24,7 +24,8 @@ from vaelab.diffusion.run import open_ddpm
 from vaelab.diffusion.train import train_ddpm as train_ddpm_run
 from vaelab.engine import distributed, tblog
 from vaelab.engine.distributed import World
-from vaelab.engine.runs import pick_device, plan_run, prepare_run, read_kind
+from vaelab.engine.lock import HELD_ENV, locked_env, run_lock
+from vaelab.engine.runs import pick_device, plan_run, prepare_run, read_kind, with_train
 from vaelab.errors import RanksFailed, RunError, VaelabError
 from vaelab.handles import DDPMModel, VAEModel, as_images
 from vaelab.metrics.evaluate import DEFAULT, QUICK, evaluate_path
@@ -39,7 +40,9 @@ from vaelab.vae.train import train_vae
 TRAIN_OPTIONS = {"dataset": "dataset", "model": "model.family", "arch": "model.arch", "latent_dim": "model.latent_dim",
                  "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "beta": "train.beta",
                  "seed": "train.seed", "device": "train.device", "binarize": "train.binarize",
-                 "precision": "train.precision", "likelihood": "train.likelihood"}
+                 "precision": "train.precision", "likelihood": "train.likelihood",
+                 "on_divergence": "train.on_divergence", "divergence_factor": "train.divergence_factor"}
+RESUME_CHANGES = ("on_divergence", "divergence_factor")  # train fields a resume may change, besides epochs
 OPENERS = {"vae": lambda path, device: VAEModel(open_vae(path, device)),
            "ddpm": lambda path, device: DDPMModel(open_ddpm(path, device))}
 
@@ -109,22 +112,33 @@ TRAINERS = {"vae": Trainer(VAEConfig, train_vae, vae_banner),
 
 
 def fit_run(kind: str, out, cfg=None, epochs: int | None = None, dataset: str | None = None, data_dir=None,
-            tensorboard: bool = False, nproc: int = 1, log=lambda m: print(m, file=sys.stderr)) -> tuple[object, list]:
+            tensorboard: bool = False, nproc: int = 1, log=lambda m: print(m, file=sys.stderr),
+            changes: dict | None = None) -> tuple[object, list]:
     """Start (cfg given) or resume (cfg None) the run folder `out` of family `kind` and train it; (config,
     history). The one way to train, for the API and the CLI: alone, as one rank under torchrun, or (nproc > 1)
-    as nproc DDP processes started here, each resuming the folder prepared here (history then [])."""
+    as nproc DDP processes started here, each resuming the folder prepared here (history then []). A resume
+    may change `epochs` and the train fields in `changes` (on_divergence, divergence_factor)."""
     if tensorboard:
         tblog.require()  # before any work: say how to install it
     out, trainer, new = Path(out), TRAINERS[kind], cfg is not None
-    cfg, started = plan_run(out, kind, trainer.config, cfg, epochs, dataset)
-    if nproc > 1:
-        return cfg, launch_ranks(out, cfg, new, started, nproc, data_dir, tensorboard)
+    if changes and cfg is not None:
+        cfg = with_train(cfg, **changes)
+    cfg, started = plan_run(out, kind, trainer.config, cfg, epochs, dataset, changes)
+    # one writer per run folder: this process, or (under torchrun) rank 0 for all the ranks
+    with run_lock(*([out] if distributed.from_env().is_main else [])):
+        if nproc > 1:
+            return cfg, launch_ranks(out, cfg, new, started, nproc, data_dir, tensorboard)
+        return cfg, train_here(out, trainer, cfg, new, started, data_dir, tensorboard, log)
+
+
+def train_here(out: Path, trainer: Trainer, cfg, new: bool, started: bool, data_dir, tensorboard: bool,
+               log) -> list:
+    """Train the planned run in this process (alone, or as one rank under torchrun); its history."""
     with distributed.joined(pick_device(cfg.train.device)) as (world, device):
         data = prepare_run(out, cfg, new, started, data_dir, world)
         if world.is_main:
             log(trainer.banner(cfg, data, out, device, world))
-        history = trainer.train(out, cfg, data, resume=started, tensorboard=tensorboard, world=world, device=device)
-    return cfg, history
+        return trainer.train(out, cfg, data, resume=started, tensorboard=tensorboard, world=world, device=device)
 
 
 def launch_ranks(out: Path, cfg, new: bool, started: bool, nproc: int, data_dir, tensorboard: bool) -> list:
@@ -138,7 +152,15 @@ def launch_ranks(out: Path, cfg, new: bool, started: bool, nproc: int, data_dir,
     worker += ["--data-dir", str(data_dir)] if data_dir else []
     worker += ["--tensorboard"] if tensorboard else []
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    code = distributed.launch(nproc, worker, threads=max(1, cores // nproc))
+    before = os.environ.get(HELD_ENV)
+    os.environ.update(locked_env([out]))  # the ranks inherit it: they train under this process's lock
+    try:
+        code = distributed.launch(nproc, worker, threads=max(1, cores // nproc))
+    finally:  # later child processes of this one (a notebook's) must not believe they hold it
+        if before is None:
+            os.environ.pop(HELD_ENV)
+        else:
+            os.environ[HELD_ENV] = before
     if code:
         raise RanksFailed(code)
     return []
@@ -150,15 +172,19 @@ def train(config=None, out="runs/vae", resume: bool = False, data_dir=None, tens
 
     config: a VAEConfig, its dict (config.json), or None for the report's choice of `model` ('conv' or 'dense');
     options: dataset, model, arch, latent_dim, epochs, batch_size, lr, beta, seed, device, binarize, precision,
-    likelihood ('bernoulli', 'binarized', 'discretized_logistic').
-    resume=True continues the run in `out` (options then may only give `epochs`, a new target);
+    likelihood ('bernoulli', 'binarized', 'discretized_logistic'), on_divergence ('stop', 'rollback'),
+    divergence_factor (default 3; 0: off).
+    resume=True continues the run in `out` (options then may only give `epochs`, a new target, and the two
+    divergence options);
     tensorboard=True also writes TensorBoard logs into `out`/tb.
     """
     if resume:
-        extra = set(options) - {"epochs", "dataset"}
+        extra = set(options) - {"epochs", "dataset", *RESUME_CHANGES}
         if extra or config is not None:
-            raise VaelabError(f"a resumed run keeps its config; only epochs may change (got {sorted(extra)})")
-        fit_run("vae", out, None, options.get("epochs"), options.get("dataset"), data_dir, tensorboard)
+            raise VaelabError(f"a resumed run keeps its config; only epochs, on_divergence and divergence_factor "
+                              f"may change (got {sorted(extra)})")
+        fit_run("vae", out, None, options.get("epochs"), options.get("dataset"), data_dir, tensorboard,
+                changes={k: options[k] for k in RESUME_CHANGES if k in options})
     else:
         fit_run("vae", out, vae_config(config, **options), data_dir=data_dir, tensorboard=tensorboard)
     return load(out)
@@ -174,7 +200,8 @@ def train_ddpm(config=None, out="runs/ddpm", profile: str = "auto", resume: bool
     """
     dotted = {k.replace("__", "."): v for k, v in overrides.items()}
     if resume:
-        fit_run("ddpm", out, None, dotted.get("train.epochs"), data_dir=data_dir, tensorboard=tensorboard)
+        fit_run("ddpm", out, None, dotted.get("train.epochs"), data_dir=data_dir, tensorboard=tensorboard,
+                changes={k: dotted[f"train.{k}"] for k in RESUME_CHANGES if f"train.{k}" in dotted})
     else:
         fit_run("ddpm", out, ddpm_config(config, profile, dotted), data_dir=data_dir, tensorboard=tensorboard)
     return load(out)

@@ -12,6 +12,7 @@ import json
 import typing
 from typing import Any, Literal
 
+from vaelab.files import read_text_limited
 from vaelab.errors import VaelabError
 
 
@@ -85,12 +86,25 @@ def check_device(device: str) -> None:
         raise VaelabError(f"device must be auto, cpu, cuda[:N] or mps (got {device!r})")
 
 
+DIVERGENCE_ACTIONS = ("stop", "rollback")  # what the loop does when an epoch's loss jumps (engine/loop.py)
+
+
+def check_divergence(factor: float, action: str) -> None:
+    """Raise VaelabError unless `factor` is 0 (off) or above 1 and `action` one of DIVERGENCE_ACTIONS."""
+    if not (factor == 0 or 1 < factor < float("inf")):
+        raise VaelabError(f"divergence_factor must be 0 (off) or a finite number above 1 (got {factor})")
+    if action not in DIVERGENCE_ACTIONS:
+        raise VaelabError(f"on_divergence must be one of {', '.join(DIVERGENCE_ACTIONS)} (got {action!r})")
+
+
 def load_json(path, cls: type) -> Any:
     """Read and validate a config.json; any problem is one VaelabError naming the file."""
     try:
-        text = open(path, encoding="utf-8").read()
+        text = read_text_limited(path)
     except OSError as e:
         raise VaelabError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise VaelabError(f"{path} is not a text file") from None
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -25,6 +25,12 @@ class TrainingDiverged(VaelabError):
     exit_code = 5
 
 
+class WriteFailed(VaelabError):
+    """A file could not be written (disk full, read-only folder, I/O error); the previous version is intact."""
+
+    exit_code = 6
+
+
 class RanksFailed(VaelabError):
     """A process of a DDP run failed (it printed why); the command exits with that process's code."""
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt  # the backend is the caller's: the command line picks Agg (cli/main.py)
 import numpy as np
 
+from vaelab.files import replacing
+
 
 def save(fig, path: Path) -> Path:
     """Save `fig` as PNG atomically (a sibling file, then rename) and close it."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".next.png")
-    fig.savefig(tmp, bbox_inches="tight", dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with replacing(path, ".next.png") as tmp:
+            fig.savefig(tmp, bbox_inches="tight", dpi=120)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -89,6 +89,23 @@ def add_together(p: argparse.ArgumentParser) -> None:
                         "docs/performance.md)")
 
 
+def add_divergence(p: argparse.ArgumentParser) -> None:
+    """--on-divergence and --divergence-factor: what training does when an epoch's loss jumps."""
+    p.add_argument("--on-divergence", choices=["stop", "rollback"], default=None,
+                   help="when an epoch's training loss jumps above --divergence-factor times the best epoch's "
+                        "(or turns NaN): stop (default; exit code 5, the last good checkpoint kept) or rollback "
+                        "(back to that checkpoint at half the learning rate, noted in metrics.jsonl); may be "
+                        "changed with --resume")
+    p.add_argument("--divergence-factor", type=finite_float, default=None,
+                   help="the jump that counts as divergence (default 3; 0: do not check)")
+
+
+def divergence_changes(args) -> dict:
+    """The train-config fields that --on-divergence and --divergence-factor set (only those given)."""
+    given = {"on_divergence": args.on_divergence, "divergence_factor": args.divergence_factor}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def add_tensorboard(p: argparse.ArgumentParser) -> None:
     """--tensorboard: TensorBoard logs in each run folder (RUN/tb), the optional extra."""
     p.add_argument("--tensorboard", action="store_true",

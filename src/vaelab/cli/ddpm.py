@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vaelab.data.registry import dataset_for_run
-from vaelab.cli.common import dataset_of
+from vaelab.cli.common import dataset_of, divergence_changes
 from vaelab.api import ddpm_config, fit_run
 from vaelab.data.images import load
 from vaelab.diffusion.config import DDPMConfig
@@ -16,6 +16,7 @@ from vaelab.diffusion.figures import all_figures, samples_grid
 from vaelab.diffusion.sample import generate, sampler_label
 from vaelab.diffusion.run import open_ddpm
 from vaelab.engine import distributed
+from vaelab.engine.lock import run_lock
 from vaelab.errors import VaelabError
 
 # option name -> dotted config key it overrides (only options actually given override the profile)
@@ -42,7 +43,7 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     cfg = None if args.resume else config_from_args(args)
     fit_run("ddpm", out, cfg, args.epochs if args.resume else None, args.dataset, args.data_dir, args.tensorboard,
-            args.nproc)
+            args.nproc, changes=divergence_changes(args))
     if args.nproc == 1 and distributed.from_env().is_main:  # --nproc: rank 0 of the processes says it
         print(f"done: {out}/ (config.json, metrics.jsonl, model.safetensors with ema.* weights, state.pt, "
               "samples.png)")
@@ -55,8 +56,9 @@ def cmd_sample(args) -> int:
     run = open_ddpm(args.run, args.device, ema=not args.raw)
     label = sampler_label(args.sampler, args.steps, run.schedule.T, args.eta)
     name = f"samples_{args.sampler}{label.split()[1]}.png"
-    path, rate = samples_grid(run, args.side, args.sampler, args.steps, args.eta, args.seed,
-                              Path(args.out) if args.out else run.path / name)
+    with run_lock(*([] if args.out else [run.path])):  # a grid written into the run folder
+        path, rate = samples_grid(run, args.side, args.sampler, args.steps, args.eta, args.seed,
+                                  Path(args.out) if args.out else run.path / name)
     print(f"{path}  ({label}, {rate:.3g} images/s on {run.device})")
     if args.npy:
         images, rate = generate(run, args.n, args.sampler, args.steps, args.eta, args.seed)
@@ -70,7 +72,9 @@ def cmd_figures(args) -> int:
     sampler_args(args)
     run = open_ddpm(args.run, args.device, ema=not args.raw)
     data = load(dataset_for_run(run.cfg.dataset, args.dataset), args.data_dir)
-    for p in all_figures(run, data, args.sampler, args.steps, args.eta, args.seed):
+    with run_lock(run.path):
+        paths = all_figures(run, data, args.sampler, args.steps, args.eta, args.seed)
+    for p in paths:
         print(p)
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vaelab.data.registry import dataset_for_run
 from vaelab.data.images import load
+from vaelab.engine.lock import run_lock
 from vaelab.errors import RunError
 from vaelab.vae.explore import write_explorer
 from vaelab.vae.run import open_vae
@@ -23,7 +24,8 @@ def cmd_explore(args) -> int:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    path = write_explorer(run, data, out, args.points, args.map, args.seed)
+    with run_lock(*([] if out is not None else [run.path])):  # the page goes into the run folder by default
+        path = write_explorer(run, data, out, args.points, args.map, args.seed)
     print(f"{path} ({path.stat().st_size / 1e6:.2f} MB, written in {time.perf_counter() - t0:.1f} s): open it in "
           "a browser; it needs no server and no network")
     return 0

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from vaelab.api import fit_run
 from vaelab.data.registry import dataset_for_run
-from vaelab.cli.common import dataset_of
+from vaelab.cli.common import dataset_of, divergence_changes
 from vaelab.config import load_json
 from vaelab.data.images import load
 from vaelab.engine import tblog
+from vaelab.engine.checkpoint import atomic_write_text
+from vaelab.engine.lock import run_lock
 from vaelab.engine.runs import CONFIG
 from vaelab.errors import RunError, VaelabError
 from vaelab.vae import figures
@@ -37,7 +39,8 @@ def cmd_train(args) -> int:
     """Train a VAE into a run folder."""
     out = Path(args.out)
     cfg = None if args.resume else config_from_args(args)
-    fit_run("vae", out, cfg, args.epochs if args.resume else None, args.dataset, args.data_dir, args.tensorboard)
+    fit_run("vae", out, cfg, args.epochs if args.resume else None, args.dataset, args.data_dir, args.tensorboard,
+            changes=divergence_changes(args))
     print(f"done: {out}/ (config.json, metrics.jsonl, model.safetensors, state.pt)")
     return 0
 
@@ -77,7 +80,8 @@ def cmd_figure(args) -> int:
     name, needs_data = FIGURES[args.command]
     fn = getattr(figures, name)
     data = load(dataset_for_run(run.cfg.dataset, args.dataset), args.data_dir) if needs_data else None
-    result = fn(run, data, seed=args.seed) if needs_data else fn(run, seed=args.seed)
+    with run_lock(run.path):  # the figures go into the run folder
+        result = fn(run, data, seed=args.seed) if needs_data else fn(run, seed=args.seed)
     for p in result if isinstance(result, list) else [result]:
         print(p)
     return 0
@@ -93,13 +97,14 @@ def cmd_demo(args) -> int:
         print(f"{out} already holds the demo run; continuing it", file=sys.stderr)
     fit_run("vae", out, None if resume else cfg, args.epochs if resume else None, data_dir=args.data_dir)
     run = open_vae(out, args.device)
-    paths = figures.all_figures(run, load(run.cfg.dataset, args.data_dir), seed=args.seed)
+    with run_lock(out):
+        paths = figures.all_figures(run, load(run.cfg.dataset, args.data_dir), seed=args.seed)
     last = run.history[-1]
     summary = {"model": figures.describe(run), "parameters": count_parameters(run.model),
                "epochs": last["epoch"], "test_neg_elbo": last["test_neg_elbo"], "test_recon": last["test_recon"],
                "test_kl": last["test_kl"], "train_seconds": last["seconds"], "seed": run.cfg.train.seed,
                "figures": [p.name for p in paths]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(f"\nvaelab demo: {summary['model']}, {summary['parameters']:,} parameters, "
           f"{summary['epochs']} epochs in {summary['train_seconds']:.0f} s")
     print(f"test -ELBO {last['test_neg_elbo']:.2f} nats per image "

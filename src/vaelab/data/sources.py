@@ -27,6 +27,7 @@ import numpy as np
 from vaelab.data import debian, idx
 from vaelab.data.registry import DATASETS, Dataset
 from vaelab.errors import DataError
+from vaelab.files import write_failed
 
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -48,8 +49,10 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_failed(path, e) from None
         raise
 
 

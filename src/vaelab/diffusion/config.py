@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from vaelab.config import check_device, with_overrides
+from vaelab.config import check_device, check_divergence, with_overrides
 from vaelab.data import registry
 from vaelab.errors import VaelabError
 
@@ -82,6 +82,9 @@ class DDPMTrainConfig:
     # bf16 (AVX512-BF16, AMX); docs/performance.md has the measurements
     loss: Literal["simple", "min_snr"] = "simple"  # L_simple (Ho et al.), or min-SNR-gamma weighting
     snr_gamma: float = 5.0  # min_snr: each t weighs min(SNR_t, gamma) / SNR_t (Hang et al. 2023, for eps targets)
+    divergence_factor: float = 3.0  # an epoch whose training loss is above this times the best epoch's has
+    # diverged (0: off; engine/loop.py)
+    on_divergence: str = "stop"  # "stop" (exit code 5, the last good checkpoint kept) or "rollback"
 
     def validate(self) -> None:
         """Raise VaelabError when an option is out of range."""
@@ -99,6 +102,7 @@ class DDPMTrainConfig:
         if self.loss not in LOSSES:
             raise VaelabError(f"unknown loss {self.loss!r}: choose {', '.join(LOSSES)}")
         check_device(self.device)
+        check_divergence(self.divergence_factor, self.on_divergence)
 
 
 @dataclass(frozen=True)

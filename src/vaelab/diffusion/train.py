@@ -121,6 +121,8 @@ def load_checkpoint(model: UNet, ema: EMA, tensors: dict, state: dict) -> None:
 class DDPMFamily(Family):
     """The DDPM on the engine: the eps loss with warm-up, clipping and EMA; test MSE, samples and TensorBoard."""
 
+    loss_key = "train_mse"
+
     def __init__(self, run_dir: Path, cfg: DDPMConfig, data: Images, resume: bool, device: torch.device,
                  world: World = SINGLE, check_every: int = 50, log=None, tensorboard: bool = False,
                  samples: bool = False):
@@ -138,9 +140,9 @@ class DDPMFamily(Family):
         graphs = graphs_wanted(device) and world.size == 1
         self.opt = make_optimizer(self.model.parameters(), tc.lr, capturable=graphs, lr_tensor=True)
         self.schedule = build_schedule(cfg).to(device)
-        self.progress = (restore([run_dir], lambda k: checkpoint_weights(self.model, self.ema),
-                                 lambda k, w, s: load_checkpoint(self.model, self.ema, w, s), self.opt, device,
-                                 world=world) if resume else Progress.fresh(1))
+        self.divergence_factor, self.on_divergence = tc.divergence_factor, tc.on_divergence
+        self.lr_scale = 1.0  # below 1 after a rollback (engine/loop.py), saved with the checkpoint
+        self.progress = self.restore() if resume else Progress.fresh(1)
         if not resume:
             distributed.split_rng(world)  # each rank its own noise stream (alone: nothing changes)
         self.x_train = data.train_x.to(device)  # (N, 1, 28, 28) uint8
@@ -156,9 +158,26 @@ class DDPMFamily(Family):
         self.board = (Board(run_dir, ("mse",), steps, self.progress.epoch, to_dict(cfg))
                       if tensorboard and world.is_main else None)
 
+    def restore(self) -> Progress:
+        """Weights, EMA, optimizer, RNG, history and learning-rate scale of the last checkpoint."""
+        def load(k: int, weights: dict, state: dict) -> None:
+            load_checkpoint(self.model, self.ema, weights, state)
+            self.lr_scale = float(state.get("lr_scale", 1.0))
+        return restore([self.run_dir], lambda k: checkpoint_weights(self.model, self.ema), load, self.opt,
+                       self.device, world=self.world)
+
+    def rollback(self) -> float:
+        """Back to the last checkpoint, at half the learning rate used so far (the step reads it each time)."""
+        scale = self.lr_scale / 2
+        self.restore()
+        self.lr_scale = scale
+        return scale
+
     def warmup_lr(self) -> None:
-        """The learning rate of the next step: a function of the step count only, so resume stays exact."""
-        set_lr(self.opt, self.tc.lr * min(1.0, (self.ema.updates + 1) / max(1, self.tc.warmup_steps)))
+        """The learning rate of the next step: a function of the step count (and of the rollbacks' scale)
+        only, so resume stays exact."""
+        warm = min(1.0, (self.ema.updates + 1) / max(1, self.tc.warmup_steps))
+        set_lr(self.opt, self.tc.lr * self.lr_scale * warm)
 
     def train_mode(self) -> None:
         """net.train()."""
@@ -180,7 +199,9 @@ class DDPMFamily(Family):
 
     def state(self, k: int) -> tuple[dict, dict, dict]:
         """Raw and EMA weights, optimizer state, the EMA's update count."""
-        return checkpoint_weights(self.model, self.ema), self.opt.state_dict(), {"ema_updates": self.ema.updates}
+        scale = {"lr_scale": self.lr_scale} if self.lr_scale != 1 else {}
+        return checkpoint_weights(self.model, self.ema), self.opt.state_dict(), {"ema_updates": self.ema.updates,
+                                                                              **scale}
 
     def summary(self, epoch: int, recs: list[dict], seconds: float) -> str:
         """epoch, train and test MSE, seconds."""

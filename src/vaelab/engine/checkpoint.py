@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,32 +20,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from vaelab.files import atomic_write_text, fsync_dir, write_failed
 from vaelab.errors import RunError
 
 WEIGHTS, STATE = "model.safetensors", "state.pt"
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside `folder` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace `path` with `text` atomically (write a sibling, fsync, rename)."""
-    tmp = path.with_name(path.name + ".next")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def weights_epoch(path: Path) -> int | None:
@@ -57,18 +36,32 @@ def weights_epoch(path: Path) -> int | None:
 
 
 def save(run_dir: Path, weights: dict[str, torch.Tensor], state: dict[str, Any], epoch: int) -> None:
-    """Write the checkpoint of `epoch` crash-safely (see the module docstring)."""
+    """Write the checkpoint of `epoch` crash-safely (see the module docstring); when a write fails (disk
+    full, I/O error) the `.next` files are removed, the previous pair stays, and WriteFailed says why."""
     w_next, s_next = run_dir / (WEIGHTS + ".next"), run_dir / (STATE + ".next")
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
-    save_file(cpu, str(w_next), metadata={"epoch": str(epoch), "format": "vaelab-1"})
-    torch.save({**state, "epoch": epoch}, s_next)
-    for p in (w_next, s_next):
-        with open(p, "rb+") as f:
-            os.fsync(f.fileno())
+    try:
+        save_file(cpu, str(w_next), metadata={"epoch": str(epoch), "format": "vaelab-1"})
+        torch.save({**state, "epoch": epoch}, s_next)
+        for p in (w_next, s_next):
+            with open(p, "rb+") as f:
+                os.fsync(f.fileno())
+    except (OSError, RuntimeError, SafetensorError) as e:  # torch.save and safetensors wrap the OSError
+        for p in (w_next, s_next):
+            p.unlink(missing_ok=True)
+        raise write_failed(run_dir / STATE, as_os_error(e)) from None
     os.replace(s_next, run_dir / STATE)  # commit point
     fsync_dir(run_dir)
     os.replace(w_next, run_dir / WEIGHTS)
     fsync_dir(run_dir)
+
+
+def as_os_error(e: Exception) -> OSError:
+    """The OSError behind a writer's error (safetensors says "... (os error 28)"), for one clear message."""
+    if isinstance(e, OSError):
+        return e
+    code = re.search(r"os error (\d+)", str(e))
+    return OSError(int(code[1]), os.strerror(int(code[1]))) if code else OSError(str(e).splitlines()[0][:160])
 
 
 def load_state(run_dir: Path) -> dict[str, Any]:

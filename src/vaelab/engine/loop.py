@@ -52,8 +52,54 @@ def check_finite(losses: torch.Tensor, epoch: int) -> None:
     if bad.any():
         first = int(bad.nonzero()[0])
         value = losses[first].tolist()
+        kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "nothing was saved"
+        hint = "; continue with `--resume --on-divergence rollback`, or lower --lr" if epoch else "; lower --lr"
         raise TrainingDiverged(f"loss became {value} at epoch {epoch + 1}, step {first + 1}; "
-                               f"training stopped, the checkpoint of epoch {epoch} is kept")
+                               f"training stopped, {kept}{hint}")
+
+
+MAX_ROLLBACKS = 3  # rollbacks of one epoch before the loop gives up and stops
+
+
+@dataclass
+class Divergence:
+    """An epoch whose training loss jumped: run k's `loss` above `factor` times its best epoch's (`best`)."""
+
+    run: int
+    epoch: int
+    loss: float
+    best: float
+    factor: float
+
+    def describe(self) -> str:
+        """One sentence with the numbers."""
+        if self.loss != self.loss:
+            return f"the training loss of epoch {self.epoch + 1} became NaN or infinite"
+        return (f"the training loss of epoch {self.epoch + 1} is {self.loss:.4g}, {self.loss / self.best:.1f}x the "
+                f"best epoch's {self.best:.4g} (the limit is {self.factor:g}x)")
+
+
+def check_divergence(histories: list[list[dict]], records: list[dict], key: str, factor: float,
+                     epoch: int) -> Divergence | None:
+    """The first run whose epoch loss records[k][key] exceeds `factor` times the lowest of its past epochs
+    (a robust rule: one bad epoch, however the loss is scaled, and never on the first epoch); None if none did."""
+    if factor <= 0:
+        return None
+    for k, (history, record) in enumerate(zip(histories, records)):
+        past = [r[key] for r in history if key in r]
+        best = min(past, default=0.0)
+        if best > 0 and record[key] > factor * best:
+            return Divergence(k, epoch, record[key], best, factor)
+    return None
+
+
+def diverged_error(d: Divergence, run_dir: Path, why: str = "") -> TrainingDiverged:
+    """The exit-code-5 error for a divergence that stops training: the numbers and how to go on."""
+    kept = f"the checkpoint of epoch {d.epoch} is kept" if d.epoch else "nothing was saved"
+    return TrainingDiverged(
+        f"{run_dir}: training diverged: {d.describe()}{why}; training stopped, {kept}. Continue it with "
+        "`--resume --on-divergence rollback` (back to the last good epoch at half the learning rate), or start "
+        "again with a lower --lr")
 
 
 def restore_rng(state: dict, device: torch.device, world: World = SINGLE) -> None:
@@ -142,6 +188,9 @@ class Family:
 
     desc = ""  # added to the progress bar's label
     check_every = 50  # steps between two host reads of the records (and the NaN check)
+    loss_key = "train_loss"  # the key of records() that holds the epoch's training loss (divergence check)
+    divergence_factor = 0.0  # an epoch loss above this times the best epoch's is divergence (0: not checked)
+    on_divergence = "stop"  # or "rollback" (families that implement rollback())
 
     def train_mode(self) -> None:
         """Put the networks in training mode before an epoch (e.g. model.train())."""
@@ -165,6 +214,11 @@ class Family:
     def after_epoch(self, epoch: int, per_step: torch.Tensor, records: list[dict], seconds: float) -> None:
         """Rank 0, after the checkpoint of `epoch` (0-based): logs and pictures."""
 
+    def rollback(self) -> float:
+        """Go back to the last checkpoint and halve the learning rate; the new learning-rate scale (relative
+        to the config's). Families that cannot (several runs in one model) do not override it."""
+        raise NotImplementedError
+
     def log(self, message: str) -> None:
         """A line for the user (stderr)."""
         print(message, file=sys.stderr)
@@ -178,17 +232,32 @@ def fit(family: Family, run_dirs: list[Path], progress: Progress, epochs: int, n
             family.log(f"{', '.join(map(str, run_dirs))}: already trained for {progress.epoch} epochs; nothing to do")
         return progress.histories
     steps, sizes = batch_sizes(n, batch_size, device)
-    k = len(run_dirs)
+    k, rollbacks, epoch = len(run_dirs), [], progress.epoch
     with Guard() as guard:
-        for epoch in range(progress.epoch, epochs):
+        while epoch < epochs:
             t0 = time.perf_counter()
             family.train_mode()
             perm = epoch_order(n, seed, epoch).to(device)
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}{family.desc}", unit="batch",
                        leave=False, disable=None if world.is_main else True, file=sys.stderr)
-            per_step = train_epoch(family.step, perm, batch_size, bar, family.check_every, epoch)
+            try:
+                per_step = train_epoch(family.step, perm, batch_size, bar, family.check_every, epoch)
+            except TrainingDiverged:  # a NaN or Inf: the extreme divergence, handled the same way when asked
+                if family.on_divergence != "rollback":
+                    raise
+                nan = float("nan")
+                rollbacks.append(on_divergence(family, Divergence(0, epoch, nan, nan, nan), run_dirs[0],
+                                               len(rollbacks), world))
+                continue
             weights = sizes.view(-1, *[1] * (per_step.dim() - 1))  # (steps, 1, ...): each batch by its size
             records = family.records(epoch, (per_step * weights).sum(0) / n)
+            jump = check_divergence(progress.histories, records, family.loss_key, family.divergence_factor, epoch)
+            if jump is not None:  # nothing of this epoch is saved: the last checkpoint is the last good epoch
+                rollbacks.append(on_divergence(family, jump, run_dirs[jump.run], len(rollbacks), world))
+                continue
+            if rollbacks:  # the epoch that went through after them says so in metrics.jsonl
+                records = [{**r, "rollbacks": rollbacks} for r in records]
+                rollbacks = []
             elapsed = time.perf_counter() - t0
             rngs = distributed.rng_states(world, device)  # every rank's, for rank 0's checkpoint ({} alone)
             with guard.critical():  # every run's checkpoint of this epoch, or none (then resume one by one)
@@ -205,4 +274,26 @@ def fit(family: Family, run_dirs: list[Path], progress: Progress, epochs: int, n
                 family.log(family.summary(epoch, records, elapsed))
                 family.after_epoch(epoch, per_step, records, elapsed)
             distributed.barrier(world)  # the checkpoint and samples are on disk before any rank goes on
+            epoch += 1
     return progress.histories
+
+
+def on_divergence(family: Family, jump: Divergence, run_dir: Path, earlier: int, world: World = SINGLE) -> dict:
+    """Stop (TrainingDiverged), or roll back to the last checkpoint at half the learning rate and return the
+    event for metrics.jsonl. Stops anyway after MAX_ROLLBACKS rollbacks of one epoch, or where the family
+    cannot roll back."""
+    if family.on_divergence != "rollback":
+        raise diverged_error(jump, run_dir)
+    if jump.epoch == 0:
+        raise diverged_error(jump, run_dir, " (in the first epoch: no checkpoint to go back to)")
+    if earlier >= MAX_ROLLBACKS:
+        raise diverged_error(jump, run_dir, f", still after {earlier} rollbacks")
+    try:
+        scale = family.rollback()
+    except NotImplementedError:
+        raise diverged_error(jump, run_dir, " (runs trained together cannot roll back: train it alone)") from None
+    if world.is_main:
+        family.log(f"{run_dir}: {jump.describe()}: back to the checkpoint of epoch {jump.epoch}, learning rate "
+                   f"x{scale:g} of the config's")
+    finite = jump.loss == jump.loss
+    return {"loss": jump.loss if finite else None, "best": jump.best if finite else None, "lr_scale": scale}

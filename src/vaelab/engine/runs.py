@@ -23,6 +23,7 @@ from vaelab.data.images import Images, load as load_images
 from vaelab.data.registry import dataset_for_run
 from vaelab.engine import checkpoint, distributed
 from vaelab.engine.distributed import SINGLE, World
+from vaelab.files import read_text_limited
 from vaelab.errors import RunError, VaelabError
 
 CONFIG = "config.json"
@@ -66,15 +67,21 @@ def prepare_new(run_dir: Path) -> None:
         raise RunError(f"cannot create {run_dir}: {e.strerror or e}") from None
 
 
+def with_train(cfg, **changes):
+    """`cfg` with some train fields changed (resume --epochs, --on-divergence), validated."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes)).validate()
+
+
 def with_epochs(cfg, epochs: int):
     """`cfg` with a new epoch target (resume --epochs), validated."""
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs)).validate()
+    return with_train(cfg, epochs=epochs)
 
 
 def plan_run(out: Path, kind: str, config_cls: type, cfg=None, epochs: int | None = None,
-             dataset: str | None = None) -> tuple[object, bool]:
+             dataset: str | None = None, changes: dict | None = None) -> tuple[object, bool]:
     """(config, resume) of the run to train in `out`: `cfg` for a new run, else the saved config of the run
-    of `kind` to continue (`epochs` a new target, `dataset` checked against its own). Writes nothing."""
+    of `kind` to continue (`epochs` a new target, `changes` other train fields that a resume may change,
+    `dataset` checked against its own). Writes nothing."""
     if cfg is not None:
         return cfg, False
     if not (out / CONFIG).exists():
@@ -84,8 +91,10 @@ def plan_run(out: Path, kind: str, config_cls: type, cfg=None, epochs: int | Non
         raise RunError(f"{out} holds a {found.upper()} run, not a {kind.upper()}; resume it with its own command")
     saved = load_json(out / CONFIG, config_cls)
     dataset_for_run(saved.dataset, dataset)
-    if epochs is not None and epochs != saved.train.epochs:
-        saved = with_epochs(saved, epochs)
+    changes = {**(changes or {}), **({"epochs": epochs} if epochs is not None else {})}
+    changed = {k: v for k, v in changes.items() if getattr(saved.train, k) != v}
+    if changed:
+        saved = with_train(saved, **changed)
     return saved, (out / checkpoint.STATE).exists()
 
 
@@ -115,7 +124,7 @@ def read_kind(run_dir: Path) -> str:
     if not path.is_file():
         raise RunError(f"{run_dir} is not a vaelab run folder (no {CONFIG})")
     try:
-        kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
+        kind = json.loads(read_text_limited(path)).get("kind")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
         raise RunError(f"{path} is not valid JSON") from None
     if not isinstance(kind, str) or not kind:
@@ -153,7 +162,7 @@ def read_metrics(run_dir, required: bool = True) -> dict | None:
             return None
         raise RunError(f"{run_dir} has no {METRICS}; run `vaelab evaluate {run_dir}` first")
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        metrics = json.loads(read_text_limited(path))
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         raise RunError(f"{path} is not readable JSON ({e})") from None
     if not isinstance(metrics, dict) or metrics.get("format") != METRICS_FORMAT:

@@ -22,6 +22,7 @@ from vaelab.data.images import Data, Images, images_for, to_signed, to_unit
 from vaelab.diffusion.likelihood import VARIANCES, image_bounds
 from vaelab.diffusion.sample import eps_model, generate
 from vaelab.diffusion.run import DDPMRun, open_ddpm
+from vaelab.engine.lock import run_lock
 from vaelab.engine.runs import METRICS_FORMAT, read_kind, write_metrics
 from vaelab.errors import RunError
 from vaelab.metrics import quality
@@ -201,7 +202,8 @@ def evaluate_path(path, s: Settings = DEFAULT, device: str = "auto", data_dir=No
     if kind not in EVALUATORS:
         raise RunError(f"{path} holds a {kind} run, which `vaelab evaluate` cannot score yet")
     evaluator = EVALUATORS[kind]
-    run = evaluator.open(path, device)
-    metrics = evaluator.score(run, images_for(run.cfg.dataset, data, data_dir), s, clf, log)
-    write_metrics(path, metrics)
+    with run_lock(path):  # no training may change the weights while they are measured
+        run = evaluator.open(path, device)
+        metrics = evaluator.score(run, images_for(run.cfg.dataset, data, data_dir), s, clf, log)
+        write_metrics(path, metrics)
     return metrics

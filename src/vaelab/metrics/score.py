@@ -7,6 +7,7 @@ folder of 28x28 grayscale PNGs. Anything else is refused with a message that say
 from __future__ import annotations
 
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from vaelab.metrics.reference import resolve
 
 MIN_IMAGES = 500  # below this FD-LeNet's bias in N dwarfs the differences between models (protocol: N = 10,000)
 PROTOCOL_N = 10000
-MAX_FILES = 200_000  # a folder bigger than this is not a sample set
+MAX_FILES = MAX_IMAGES = 200_000  # more images than this (files or array rows) is not a sample set
 
 
 def to_images(a: np.ndarray, what: str) -> torch.Tensor:
@@ -46,8 +47,44 @@ def to_images(a: np.ndarray, what: str) -> torch.Tensor:
     return x
 
 
+def check_declared(header, what: str) -> None:
+    """Refuse an array from its .npy header (magic and header read from the open file `header`), before
+    anything is allocated: not images of 28x28 pixels, an object dtype, or more than MAX_IMAGES of them."""
+    try:
+        version = np.lib.format.read_magic(header)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = reader(header)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise VaelabError(f"{what} is not a readable NumPy array ({str(e)[:100]})") from None
+    if dtype.hasobject:
+        raise VaelabError(f"{what} holds Python objects ({dtype}): expected uint8 or floating-point pixels")
+    if len(shape) not in (3, 4) or tuple(shape[1:]) not in ((28, 28), (1, 28, 28)):
+        raise VaelabError(f"{what} has shape {tuple(shape)}: expected (N, 28, 28) or (N, 1, 28, 28) images "
+                          "of 28x28 pixels")
+    if shape[0] > MAX_IMAGES:
+        raise VaelabError(f"{what} declares {shape[0]:,} images; score at most {MAX_IMAGES:,} at once")
+
+
+def check_file(path: Path, key: str | None) -> None:
+    """check_declared on the .npy file, or on the member of the .npz that read_array will load."""
+    try:
+        if path.suffix.lower() == ".npy":
+            with open(path, "rb") as f:
+                return check_declared(f, str(path))
+        with zipfile.ZipFile(path) as z:
+            members = [n for n in z.namelist() if n.endswith(".npy")]
+            wanted = [n for n in members if key is None or n == key + ".npy"]
+            if len(wanted) == 1:  # else read_array explains what is missing
+                with z.open(wanted[0]) as f:
+                    check_declared(f, f"{path}[{wanted[0][:-4]}]")
+    except (OSError, zipfile.BadZipFile, NotImplementedError) as e:  # NotImplementedError: an unknown compression
+        raise VaelabError(f"{path} is not a readable NumPy file ({str(e)[:100]})") from None
+
+
 def read_array(path: Path, key: str | None) -> np.ndarray:
-    """The image array of a .npy, or of a .npz (its only array, or `key`); never unpickles."""
+    """The image array of a .npy, or of a .npz (its only array, or `key`); never unpickles, and checks the
+    declared shape before reading (a hostile header cannot make it allocate gigabytes)."""
+    check_file(path, key)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
@@ -81,23 +118,34 @@ def read_pngs(folder: Path) -> np.ndarray:
     if not files:
         raise VaelabError(f"{folder} holds no .png file")
     if len(files) > MAX_FILES:
-        raise VaelabError(f"{folder} holds {len(files):,} PNGs; score at most {MAX_FILES:,} at once")
+        raise VaelabError(f"{folder} holds {len(files):,} PNGs; score at most {MAX_IMAGES:,} at once")
     out = np.empty((len(files), 28, 28), dtype=np.uint8)
     for i, f in enumerate(files):
-        try:
+        out[i] = read_png(f)
+    return out
+
+
+def read_png(f: Path) -> np.ndarray:
+    """One 28x28 grayscale PNG as uint8 (28, 28); its declared size is checked before any pixel is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, not warned about
             with Image.open(f) as im:
+                if im.size != (28, 28):
+                    raise VaelabError(f"{f} is {im.size[0]}x{im.size[1]} pixels: expected 28x28")
                 a = sixteen_bit(im, f) if im.mode in ("I;16", "I;16B", "I") else np.asarray(
                     im.convert("RGB") if im.mode not in ("L", "1") else im.convert("L"))
-        except (UnidentifiedImageError, OSError) as e:
-            raise VaelabError(f"{f} is not a readable PNG ({str(e)[:80]})") from None
-        if a.ndim == 3:  # colour: accepted only when the three channels are equal (a gray image saved as RGB)
-            if not (np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2])):
-                raise VaelabError(f"{f} is a colour image: expected grayscale digits")
-            a = a[..., 0]
-        if a.shape != (28, 28):
-            raise VaelabError(f"{f} is {a.shape[1]}x{a.shape[0]} pixels: expected 28x28")
-        out[i] = a
-    return out
+    except Image.DecompressionBombError as e:  # Pillow's own refusal of a huge declared size, at open
+        raise VaelabError(f"{f} declares a huge image ({str(e)[:80]}): expected 28x28 pixels") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise VaelabError(f"{f} is not a readable PNG ({str(e)[:80]})") from None
+    if a.ndim == 3:  # colour: accepted only when the three channels are equal (a gray image saved as RGB)
+        if not (np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2])):
+            raise VaelabError(f"{f} is a colour image: expected grayscale digits")
+        a = a[..., 0]
+    if a.shape != (28, 28):
+        raise VaelabError(f"{f} is {a.shape[1]}x{a.shape[0]} pixels: expected 28x28")
+    return a
 
 
 def read_images(path, key: str | None = None) -> torch.Tensor:

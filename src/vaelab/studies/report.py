@@ -21,7 +21,7 @@ import numpy as np
 from vaelab import plots
 from vaelab.data.registry import DEFAULT as DEFAULT_DATASET
 from vaelab.data.registry import get as get_dataset
-from vaelab.engine.checkpoint import atomic_write_text
+from vaelab.files import atomic_write_text, replacing
 from vaelab.errors import VaelabError
 from vaelab.data.images import Data, Loader, images_for
 from vaelab.studies import tables as studies
@@ -302,6 +302,7 @@ def export(out: Path, dest: Path, html_page: bool = False) -> list[Path]:
     for name in dict.fromkeys(names):  # in order, once each
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / name, target)
+        with replacing(target) as tmp:  # a failed copy leaves the previous export's file whole
+            shutil.copyfile(out / name, tmp)
         copied.append(target)
     return copied

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from vaelab.config import check_device
+from vaelab.config import check_device, check_divergence
 from vaelab.data import registry
 from vaelab.errors import VaelabError
 from vaelab.vae.archs import check_arch
@@ -44,6 +44,9 @@ class VAETrainConfig:
     binarize: bool = False  # dynamic binarisation (Burda et al. 2015): x ~ Bernoulli(intensity) each epoch
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward (weights, loss, Adam stay fp32)
     likelihood: str = "bernoulli"  # one of LIKELIHOOD_NAMES; configs written before it are the report's bernoulli
+    divergence_factor: float = 3.0  # an epoch whose training loss is above this times the best epoch's has
+    # diverged (0: off; engine/loop.py)
+    on_divergence: str = "stop"  # "stop" (exit code 5, the last good checkpoint kept) or "rollback"
 
     def __post_init__(self):
         if self.likelihood == "binarized" and not self.binarize:  # the binarized protocol is the binarised data
@@ -62,6 +65,7 @@ class VAETrainConfig:
         if self.seed < 0:
             raise VaelabError(f"seed must be >= 0 (got {self.seed})")
         check_device(self.device)
+        check_divergence(self.divergence_factor, self.on_divergence)
         if self.likelihood not in LIKELIHOOD_NAMES:
             raise VaelabError(f"unknown likelihood {self.likelihood!r}: choose {', '.join(LIKELIHOOD_NAMES)}")
         if self.likelihood == "discretized_logistic" and self.binarize:

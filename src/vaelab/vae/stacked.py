@@ -23,6 +23,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from vaelab.config import to_dict
 from vaelab.data.images import Images
+from vaelab.engine.lock import run_lock
 from vaelab.engine.loop import Family, Progress, fit, restore
 from vaelab.engine.runs import pick_device
 from vaelab.engine.steps import Compute, graphs_wanted, make_optimizer, step_function
@@ -125,6 +126,7 @@ class StackedFamily(Family):
                  device: torch.device, check_every: int = 50, log=None, tensorboard: bool = False):
         self.cfgs, self.tc, self.k, self.check_every = cfgs, cfgs[0].train, len(cfgs), check_every
         self.desc = f" ({self.k} models)"
+        self.divergence_factor, self.on_divergence = self.tc.divergence_factor, self.tc.on_divergence  # no rollback
         if log is not None:
             self.log = log
         models = []
@@ -183,9 +185,11 @@ def train_stacked(run_dirs: list[Path], cfgs: list[VAEConfig], data: Images, res
     check_group(cfgs)
     tc = cfgs[0].train
     device = pick_device(tc.device)
-    family = StackedFamily(run_dirs, cfgs, data, resume, device, check_every, log, tensorboard)
-    try:
-        return fit(family, run_dirs, family.progress, tc.epochs, len(family.x_train), tc.batch_size, tc.seed, device)
-    finally:
-        if family.boards:
-            family.boards.close()
+    with run_lock(*run_dirs):
+        family = StackedFamily(run_dirs, cfgs, data, resume, device, check_every, log, tensorboard)
+        try:
+            return fit(family, run_dirs, family.progress, tc.epochs, len(family.x_train), tc.batch_size, tc.seed,
+                       device)
+        finally:
+            if family.boards:
+                family.boards.close()

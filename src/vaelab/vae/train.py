@@ -14,7 +14,7 @@ from vaelab.data.images import Images, to_unit
 from vaelab.engine.distributed import SINGLE, World
 from vaelab.engine.loop import Family, Progress, fit, restore
 from vaelab.engine.runs import pick_device
-from vaelab.engine.steps import Compute, graphs_wanted, make_optimizer, step_function
+from vaelab.engine.steps import Compute, graphs_wanted, make_optimizer, set_lr, step_function
 from vaelab.errors import VaelabError
 from vaelab.vae.config import VAEConfig
 from vaelab.vae.loss import elbo_terms
@@ -77,21 +77,41 @@ class VAEFamily(Family):
 
     def __init__(self, run_dir: Path, cfg: VAEConfig, data: Images, resume: bool, device: torch.device,
                  check_every: int = 50, log=None, tensorboard: bool = False):
-        self.tc, self.check_every = cfg.train, check_every
+        self.tc, self.check_every, self.run_dir, self.device = cfg.train, check_every, run_dir, device
+        self.divergence_factor, self.on_divergence = self.tc.divergence_factor, self.tc.on_divergence
         if log is not None:
             self.log = log
         torch.manual_seed(self.tc.seed)
         self.model = build_vae(cfg.model.family, cfg.model.arch, cfg.model.latent_dim).to(device)
         self.opt = make_optimizer(self.model.parameters(), self.tc.lr, capturable=graphs_wanted(device))
-        self.progress = (restore([run_dir], lambda k: self.model.state_dict(),
-                                 lambda k, w, s: self.model.load_state_dict(w), self.opt, device)
-                         if resume else Progress.fresh(1))
+        self.lr_scale = 1.0  # below 1 after a rollback (engine/loop.py), saved with the checkpoint
+        self.progress = self.restore() if resume else Progress.fresh(1)
         self.x_train = data.train_x.to(device)  # (N, 1, 28, 28) uint8
         self.x_test = test_images(data.test_x.to(device), self.tc.binarize)
         self.boards = (VAEBoards([run_dir], [cfg], len(self.x_train), self.progress.epoch, lambda k: self.model,
                                  self.x_test) if tensorboard else None)
-        self._step = step_function(vae_compute(self.model, self.x_train, self.tc), self.opt, device,
+        self.make_step()
+
+    def make_step(self) -> None:
+        """The training step (captured anew after a rollback: a CUDA graph holds the learning rate it saw)."""
+        set_lr(self.opt, self.tc.lr * self.lr_scale)
+        self._step = step_function(vae_compute(self.model, self.x_train, self.tc), self.opt, self.device,
                                    self.tc.batch_size)
+
+    def restore(self) -> Progress:
+        """Weights, optimizer, RNG, history and learning-rate scale of the last checkpoint."""
+        def load(k: int, weights: dict, state: dict) -> None:
+            self.model.load_state_dict(weights)
+            self.lr_scale = float(state.get("lr_scale", 1.0))
+        return restore([self.run_dir], lambda k: self.model.state_dict(), load, self.opt, self.device)
+
+    def rollback(self) -> float:
+        """Back to the last checkpoint, at half the learning rate used so far."""
+        scale = self.lr_scale / 2
+        self.restore()
+        self.lr_scale = scale
+        self.make_step()
+        return scale
 
     def train_mode(self) -> None:
         """model.train()."""
@@ -107,8 +127,8 @@ class VAEFamily(Family):
         return [epoch_record(train.tolist(), test)]
 
     def state(self, k: int) -> tuple[dict, dict, dict]:
-        """Weights and optimizer state."""
-        return self.model.state_dict(), self.opt.state_dict(), {}
+        """Weights, optimizer state, and the learning-rate scale after a rollback."""
+        return self.model.state_dict(), self.opt.state_dict(), {"lr_scale": self.lr_scale} if self.lr_scale != 1 else {}
 
     def summary(self, epoch: int, recs: list[dict], seconds: float) -> str:
         """epoch, train loss, test -ELBO (recon, KL), seconds."""

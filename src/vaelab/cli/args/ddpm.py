@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vaelab.cli.common import (add_command, add_data_dir, add_dataset, add_tensorboard, finite_float, nonneg_int,
+from vaelab.cli.common import (add_command, add_data_dir, add_dataset, add_divergence, add_tensorboard, finite_float, nonneg_int,
                                positive_int)
 from vaelab.diffusion.config import LOSSES, PROFILES, SAMPLER_NAMES, SCHEDULE_KINDS
 
@@ -74,6 +74,7 @@ def register_train(dsub: argparse._SubParsersAction) -> None:
                         "--standalone would): one GPU each on CUDA, gloo on the CPU; the batch size stays the "
                         "config's, split across them. For several machines run `torchrun ... -m vaelab.cli ddpm "
                         "train ...` on each instead (default 1)")
+    add_divergence(t)
     add_dataset(t)
     add_tensorboard(t)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from vaelab.cli.common import add_command, add_dataset, add_tensorboard, finite_float, nonneg_int, positive_int
+from vaelab.cli.common import (add_command, add_dataset, add_divergence, add_tensorboard, finite_float, nonneg_int,
+                               positive_int)
 from vaelab.vae.archs import PARSERS
 from vaelab.vae.config import LIKELIHOOD_NAMES
 
@@ -56,6 +57,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last completed epoch (its saved config is used; "
                         "--epochs may raise the target)")
+    add_divergence(t)
     add_dataset(t)
     add_tensorboard(t)
 
