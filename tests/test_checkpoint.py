@@ -82,3 +82,19 @@ def test_hostile_state_pickle_never_runs(tmp_path, monkeypatch):
     with pytest.raises(RunError, match="corrupt or not a vaelab state"):
         checkpoint.load_state(tmp_path)
     assert not (tmp_path / "PWNED_BY_STATE").exists()
+
+
+def test_the_same_checkpoint_is_the_same_bytes_in_every_process(tmp_path):
+    """The weights file depends on the weights alone, not on the process (hash order of its metadata)."""
+    import hashlib
+    import subprocess
+    import sys
+    code = ("import sys, torch; from pathlib import Path; from vaelab.engine import checkpoint\n"
+            "checkpoint.save(Path(sys.argv[1]), {'w': torch.arange(6.).reshape(2, 3)}, {}, 3)\n")
+    digests = set()
+    for i in range(8):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        subprocess.run([sys.executable, "-c", code, str(folder)], check=True, timeout=120)
+        digests.add(hashlib.sha256((folder / checkpoint.WEIGHTS).read_bytes()).hexdigest())
+    assert len(digests) == 1

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -216,3 +217,42 @@ def test_sweep_killed_then_rerun_finishes_only_the_rest(tmp_path, tiny_mnist):
     assert stdout.count("done (earlier)") >= len(done_before) and "4 of 4 runs done" in stdout
     for name, hashes in done_before.items():
         assert digest(out / name) == hashes, f"{name} was touched by the rerun"
+
+
+def job_processes(out) -> set[int]:
+    """Live vaelab job processes working under `out` (found in /proc, zombies left out)."""
+    found = set()
+    for proc in (p for p in (Path("/proc")).iterdir() if p.name.isdigit()):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"vaelab.cli" in argv and b"--resume" in argv and any(str(out).encode() in a for a in argv) and state != "Z":
+            found.add(int(proc.name))
+    return found
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGKILL, -signal.SIGKILL)])
+def test_a_sweep_stopped_alone_takes_its_job_processes_with_it(tmp_path, tiny_mnist, sig, code):
+    """SIGTERM (the sweep cancels its jobs) or SIGKILL (the jobs get SIGTERM from the kernel) on the sweep's own
+    process: no job trains on as an orphan, and the rerun finishes every run."""
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "o"\n[base]\nmodel.family = "dense"\nmodel.arch = "16-32"\ntrain.epochs = 20000\n'
+                    'train.batch_size = 32\ntrain.device = "cpu"\n[grid]\n"model.latent_dim" = [1, 2]\n')
+    out = tmp_path / "sweep"
+    p = start(["sweep", spec, "--out", out, "--no-evaluate", "--jobs", "2", "--data-dir", tiny_mnist])
+    wait_for(out / "dense-16-32_z1_beta1_seed0" / "metrics.jsonl", timeout=120)
+    assert job_processes(out)
+    p.send_signal(sig)  # the sweep's process only, not its group
+    assert p.wait(timeout=120) == code
+    t0 = time.time()
+    try:
+        while job_processes(out):  # its 20,000 epochs would take an hour
+            assert time.time() - t0 < 30, "a job process trains on without its sweep"
+            time.sleep(0.1)
+    finally:
+        for pid in job_processes(out):
+            os.kill(pid, signal.SIGKILL)
+    runs = [out / f"dense-16-32_z{z}_beta1_seed0" for z in (1, 2)]
+    assert all(checkpoint.load_state(r)["epoch"] >= 1 for r in runs if (r / "state.pt").exists())

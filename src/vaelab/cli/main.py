@@ -18,7 +18,7 @@ import traceback
 
 from vaelab.cli.args import data, ddpm, evaluate, explore, report, represent, score, sweep, vae, versus
 from vaelab.cli.common import DOCS
-from vaelab.engine.interrupt import Interrupted
+from vaelab.engine.interrupt import Interrupted, terminate_as_interrupt
 from vaelab.errors import VaelabError
 from vaelab.version import __version__
 
@@ -63,13 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the command, turn known failures into one-line messages and exit codes."""
     args = build_parser().parse_args(argv)
     try:
-        return dispatch(args)
+        with terminate_as_interrupt():
+            return dispatch(args)
     except VaelabError as e:
         print(f"vaelab: error: {e}", file=sys.stderr)
         return e.exit_code
     except Interrupted as e:
-        print(f"\nvaelab: interrupted ({e}); the last completed epoch is saved, continue with --resume",
-              file=sys.stderr)
+        print(f"\nvaelab: interrupted ({e}); every completed epoch is saved: continue a run with --resume, a "
+              "sweep or a reproduction with the same command", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("\nvaelab: interrupted", file=sys.stderr)

@@ -41,7 +41,9 @@ def save(run_dir: Path, weights: dict[str, torch.Tensor], state: dict[str, Any],
     w_next, s_next = run_dir / (WEIGHTS + ".next"), run_dir / (STATE + ".next")
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
     try:
-        save_file(cpu, str(w_next), metadata={"epoch": str(epoch), "format": "vaelab-1"})
+        # one metadata key: safetensors writes the metadata map in a per-process random order, so with two
+        # keys the same weights could give files that differ byte for byte (found by the kill soak test)
+        save_file(cpu, str(w_next), metadata={"epoch": str(epoch)})
         torch.save({**state, "epoch": epoch}, s_next)
         for p in (w_next, s_next):
             with open(p, "rb+") as f:

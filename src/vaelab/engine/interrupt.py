@@ -52,3 +52,20 @@ class Guard:
             if not self.depth and self.pending is not None:
                 signum, self.pending = self.pending, None
                 raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """SIGTERM raises Interrupted for the whole command (as Ctrl-C raises KeyboardInterrupt), so a sweep's
+    `finally` stops its job processes instead of leaving them training; a no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001 (signal API)
+        raise Interrupted(signum)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -29,11 +29,14 @@ folders; its JobResults say how many attempts a job took (Ray retries a task who
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
@@ -169,7 +172,8 @@ class LocalExecutor:
         log = open(job.log, "a") if job.log is not None else None
         try:
             proc = subprocess.Popen(self.argv(job), env=env, stdout=log, pass_fds=self.pass_fds,
-                                    stderr=subprocess.STDOUT if log is not None else None)
+                                    stderr=subprocess.STDOUT if log is not None else None,
+                                    preexec_fn=partial(die_with_parent, os.getpid()))
         except BaseException:
             if log is not None:
                 log.close()
@@ -189,6 +193,18 @@ class LocalExecutor:
         handle.proc.terminate()  # a no-op on a process already reaped
         handle.proc.wait()
         handle.close()
+
+
+def die_with_parent(parent: int) -> None:
+    """In a job's process before it starts: SIGTERM it when the sweep (pid `parent`) dies, however it dies
+    (PR_SET_PDEATHSIG, Linux; elsewhere nothing), so that it saves its last epoch and exits instead of training
+    on as an orphan."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+    except (AttributeError, OSError):
+        return
+    if os.getppid() != parent:  # the sweep died before prctl: nobody will send the signal
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_job(executor: Executor, job: Job, every: float = 0.2) -> JobResult:
