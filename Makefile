@@ -6,7 +6,7 @@ comma := ,
 # the docs extra on top of the extras asked for (default: test)
 DOCS_EXTRAS = $(if $(findstring docs,$(VAELAB_EXTRAS)),$(VAELAB_EXTRAS),$(or $(VAELAB_EXTRAS),test)$(comma)docs)
 
-.PHONY: setup demo test test-all docs bench clean
+.PHONY: setup demo test test-faults test-all docs bench clean
 setup:
 	@./scripts/setup.sh
 
@@ -16,6 +16,9 @@ demo: setup
 test: setup
 	@./scripts/ensure_chromium.sh
 	$(VENV)/bin/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-faults: setup
+	$(VENV)/bin/python -m pytest -m "faults and slow" -q $(PYTEST_ARGS)
 
 test-all: setup
 	@./scripts/ensure_chromium.sh

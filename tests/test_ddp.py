@@ -196,6 +196,7 @@ def test_cli_nproc_trains_a_complete_run(cli_env):
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_a_killed_rank_fails_the_job_and_resume_finishes_it_exactly(cli_env):
     """Plain torchrun; SIGKILL rank 1 after the first checkpoint: the job exits (no hang), the checkpoint is
     whole, and --resume (--nproc 2) ends with the same bits as the uninterrupted run."""

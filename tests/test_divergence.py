@@ -15,6 +15,8 @@ from vaelab.errors import TrainingDiverged, VaelabError
 from vaelab.vae.config import VAEConfig, VAEModelConfig, VAETrainConfig
 from vaelab.vae.train import VAEFamily
 
+pytestmark = pytest.mark.faults
+
 BOMB = 0.3  # a learning rate that, planted after epoch 2, makes the tiny VAE's epoch-3 loss jump (finite)
 
 

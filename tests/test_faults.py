@@ -21,6 +21,8 @@ from vaelab.errors import WriteFailed
 from vaelab.vae.config import VAEModelConfig, VAEConfig, VAETrainConfig
 from vaelab.vae.train import train_vae
 
+pytestmark = pytest.mark.faults
+
 TRAIN = ["train", "--model", "dense", "--arch", "16-32", "--latent-dim", "2", "--batch-size", "32",
          "--device", "cpu"]
 

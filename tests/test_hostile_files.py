@@ -15,6 +15,8 @@ from vaelab.errors import RunError, VaelabError
 from vaelab.files import read_text_limited
 from vaelab.metrics.score import MAX_IMAGES, read_images
 
+pytestmark = pytest.mark.faults
+
 HUGE = (4_000_000, 28, 28)  # 3.1 GB of uint8 once inflated
 
 

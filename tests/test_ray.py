@@ -248,6 +248,7 @@ def test_a_killed_driver_and_a_rerun_redo_no_finished_run(cluster, data, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_ctrl_c_on_the_driver_then_a_kill_then_a_rerun_give_uninterrupted_runs(cluster, swept, data, tmp_path):
     spec, out = tmp_path / "spec.toml", tmp_path / "s"
     spec.write_text(SPEC.replace("[2, 3]", "[2, 3, 4]"))  # 3 runs on 2 CPUs

@@ -11,6 +11,8 @@ import pytest
 from vaelab.engine.lock import HELD_ENV, LOCK, holder, run_lock
 from vaelab.errors import RunError
 
+pytestmark = pytest.mark.faults
+
 TRY_LOCK = ("import sys; from vaelab.engine.lock import run_lock\n"
             "from vaelab.errors import RunError\n"
             "try:\n    with run_lock(sys.argv[1], command='probe'):\n        print('locked')\n"

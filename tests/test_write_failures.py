@@ -19,6 +19,8 @@ from vaelab.engine import checkpoint
 from vaelab.errors import WriteFailed
 from vaelab.studies import report
 
+pytestmark = pytest.mark.faults
+
 TRAIN = ["train", "--model", "dense", "--arch", "16-32", "--latent-dim", "2", "--batch-size", "32", "--device", "cpu"]
 
 
