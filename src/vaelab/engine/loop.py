@@ -81,7 +81,7 @@ class Divergence:
 
 def check_divergence(histories: list[list[dict]], records: list[dict], key: str, factor: float,
                      epoch: int) -> Divergence | None:
-    """The first run whose epoch loss records[k][key] exceeds `factor` times the lowest of its past epochs
+    """The first run whose epoch loss `records[k][key]` exceeds `factor` times the lowest of its past epochs
     (a robust rule: one bad epoch, however the loss is scaled, and never on the first epoch); None if none did."""
     if factor <= 0:
         return None
