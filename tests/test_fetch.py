@@ -13,7 +13,7 @@ from vaelab.data import idx
 from vaelab.data import images as data
 from vaelab.data import sources as fetch
 from vaelab.data.registry import MNIST
-from vaelab.errors import DataError
+from vaelab.errors import DataError, WriteFailed
 
 
 class Evil:
@@ -86,7 +86,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteFailed, match="could not write .*f: No space left on device"):
         fetch.atomic_write(target, b"new")
     assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
 

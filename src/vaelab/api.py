@@ -124,6 +124,10 @@ def fit_run(kind: str, out, cfg=None, epochs: int | None = None, dataset: str | 
     if changes and cfg is not None:
         cfg = with_train(cfg, **changes)
     cfg, started = plan_run(out, kind, trainer.config, cfg, epochs, dataset, changes)
+    if nproc > 1:  # mistakes of the launch are caught before the lock creates the folder
+        if distributed.launched():
+            raise VaelabError("--nproc starts the processes itself; under torchrun, leave it out")
+        distributed.check_gpus(pick_device(cfg.train.device), nproc)
     # one writer per run folder: this process, or (under torchrun) rank 0 for all the ranks
     with run_lock(*([out] if distributed.from_env().is_main else [])):
         if nproc > 1:
@@ -142,11 +146,9 @@ def train_here(out: Path, trainer: Trainer, cfg, new: bool, started: bool, data_
 
 
 def launch_ranks(out: Path, cfg, new: bool, started: bool, nproc: int, data_dir, tensorboard: bool) -> list:
-    """Prepare the run folder here (every mistake is caught before a process starts), then train it as nproc
-    DDP processes on this machine, as torchrun --standalone would, each continuing the folder."""
-    if distributed.launched():
-        raise VaelabError("--nproc starts the processes itself; under torchrun, leave it out")
-    distributed.check_gpus(pick_device(cfg.train.device), nproc)
+    """Prepare the run folder here (every mistake is caught before a process starts; fit_run checked the
+    launch), then train it as nproc DDP processes on this machine, as torchrun --standalone would, each
+    continuing the folder."""
     prepare_run(out, cfg, new, started, data_dir)
     worker = ["-m", "vaelab.cli", cfg.kind, "train", "--out", str(out), "--resume"]
     worker += ["--data-dir", str(data_dir)] if data_dir else []
