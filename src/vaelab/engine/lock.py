@@ -42,7 +42,7 @@ def holder(run_dir) -> str:
     return f"process {pid} ({command})" if pid.isdigit() else ""
 
 
-def _acquire(key: str, command: str) -> None:
+def _acquire(key: str, command: str, shown: str) -> None:
     if key in _held:
         _held[key][1] += 1
         return
@@ -62,7 +62,7 @@ def _acquire(key: str, command: str) -> None:
     except BlockingIOError:
         os.close(fd)
         who = holder(folder) or "another process"
-        raise RunError(f"{folder} is in use by {who}; wait for it to finish (or stop it), or use another "
+        raise RunError(f"{shown} is in use by {who}; wait for it to finish (or stop it), or use another "
                        "folder") from None
     try:  # who holds it, for the message a second writer gets; the lock itself does not need it
         os.ftruncate(fd, 0)
@@ -86,11 +86,11 @@ def run_lock(*run_dirs, command: str | None = None):
     """Hold the exclusive lock of each run folder (created if missing) for the block; RunError naming the
     holder if another process has one. Folders are locked in sorted order, so two callers never deadlock."""
     command = command or " ".join(["vaelab", *sys.argv[1:]])[:200]
-    keys = sorted({_key(d) for d in run_dirs})
+    shown = {_key(d): str(d) for d in run_dirs}  # the folder as the user named it, for the message
     taken = []
     try:
-        for key in keys:
-            _acquire(key, command)
+        for key in sorted(shown):
+            _acquire(key, command, shown[key])
             taken.append(key)
         yield
     finally:
